@@ -1,0 +1,1 @@
+"""mirrorproxy: a Docker Hub pull-through cache on Twisted."""
