@@ -1,0 +1,111 @@
+"""Blobs: served from the cache, or from the one fill that fetches them.
+
+A digest never changes, so a cached blob never costs an upstream request.
+A miss starts a `Fill`; every other request for the same digest, from any
+repository, joins it while it runs and starts at once with what is on disk.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .fill import Fill
+from .follow import CompleteFile, Source
+from .names import Digest
+from .store import FilesystemStore, Runner
+from .upstream import UpstreamClient
+
+log = Logger()
+
+HIT, MISS, JOIN = "HIT", "MISS", "JOIN"
+# How many just-committed digests to remember: closes the window between a
+# request finding no file on disk and finding no fill any more.
+_RECENT_COMMITS = 4096
+
+
+@frozen
+class OpenBlob:
+    """What one response streams: a source, a descriptor it owns, a size."""
+
+    source: Source
+    fd: int
+    size: int | None
+    outcome: str
+
+
+@define(eq=False)
+class BlobCache:
+    _registry: str
+    _upstream: UpstreamClient
+    _store: FilesystemStore
+    _run: Runner
+    _clock: IReactorTime
+    _silence: float
+    _fills: dict[Digest, Fill] = field(factory=dict)
+    _recent: OrderedDict[Digest, None] = field(factory=OrderedDict)
+    outcomes: Counter[str] = field(factory=Counter)
+
+    def _running_fill(self, digest: Digest) -> Fill | None:
+        fill = self._fills.get(digest)
+        if fill is None or fill.failed():
+            return None
+        return fill
+
+    async def size(self, repository: str, digest: Digest) -> int | None:
+        """For HEAD: the blob's size, without downloading anything."""
+        fill = self._running_fill(digest)
+        if fill is not None and fill.expected is not None:
+            return fill.expected
+        size = await self._store.blob_size(self._registry, digest)
+        if size is not None:
+            return size
+        return await self._upstream.head_blob(repository, digest)
+
+    async def open(self, repository: str, digest: Digest) -> OpenBlob:
+        fill = self._running_fill(digest)
+        looks = 0
+        while fill is None and looks < 2:
+            looks += 1
+            opened = await self._store.open_blob(self._registry, digest)
+            if opened is not None:
+                self.outcomes[HIT] += 1
+                return OpenBlob(CompleteFile(opened.size), opened.fd, opened.size, HIT)
+            fill = self._running_fill(digest)
+            if digest not in self._recent:
+                break
+            # Committed while we looked, and forgotten by the fills: look again.
+        if fill is None:
+            fill = self._start(repository, digest)
+            outcome = MISS
+        else:
+            outcome = JOIN
+        await fill.when_ready()
+        self.outcomes[outcome] += 1
+        return OpenBlob(fill, fill.duplicate_fd(), fill.expected, outcome)
+
+    def _start(self, repository: str, digest: Digest) -> Fill:
+        fill = Fill(self._registry, digest, self._store, self._run, self._clock, self._silence)
+        self._fills[digest] = fill
+        log.info("miss {repository}@{digest}: fetching", repository=repository, digest=str(digest))
+        fill.done.addCallback(self._fill_over, fill)
+        Deferred.fromCoroutine(fill.run(self._upstream, repository))
+        return fill
+
+    def _fill_over(self, _: object, fill: Fill) -> None:
+        if self._fills.get(fill.digest) is fill:
+            del self._fills[fill.digest]
+        if fill.state == "committed":
+            self._recent[fill.digest] = None
+            while len(self._recent) > _RECENT_COMMITS:
+                self._recent.popitem(last=False)
+        fill.release()
+
+    @property
+    def fills_in_flight(self) -> int:
+        return len(self._fills)
+

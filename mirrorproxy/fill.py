@@ -1,0 +1,324 @@
+"""One upstream fetch of a blob into a spool file, verified, then committed.
+
+The upstream body is the spool file's only consumer: each chunk is queued,
+then written and hashed in the thread pool (so neither write nor sha256 of a
+large buffer blocks the reactor).  When writes queue up the upstream
+connection is paused, so memory stays bounded however fast upstream is.
+Clients never read the upstream body: they follow the spool file (see
+`follow`), and the fill tells them how far they may read.  The last byte is
+held back until the length and digest check out, so no client ever sees a
+clean end to a wrong or short body; on a failure every follower aborts and
+nothing is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
+
+from .bodies import SilenceTimer, discard_body, ended_cleanly
+from .names import Digest
+from .store import FilesystemStore, Runner, Spool
+from .upstream import UpstreamClient, content_length
+
+log = Logger()
+
+# Pause upstream when this much is waiting to be written; resume below LOW.
+QUEUE_HIGH = 4 * 1024 * 1024
+QUEUE_LOW = 1024 * 1024
+
+STARTING, STREAMING, VERIFIED, COMMITTED, FAILED = (
+    "starting",
+    "streaming",
+    "verified",
+    "committed",
+    "failed",
+)
+
+
+class FillFailed(Exception):
+    """The fill could not produce a verified blob."""
+
+
+def _write_and_hash(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> int:
+    written = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, offset + written)
+            written += n
+            view = view[n:]
+        hasher.update(chunk)
+    return written
+
+
+@define(eq=False)
+class _ToSpool(Protocol):
+    """Receives the upstream body for a fill."""
+
+    _fill: Fill
+
+    def connectionMade(self) -> None:
+        self._fill._body_started(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._fill._received(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._fill._body_ended(reason)
+
+
+@define(eq=False)
+class Fill:
+    """Fetches one blob once, for however many clients follow it."""
+
+    registry: str
+    digest: Digest
+    _store: FilesystemStore
+    _run: Runner
+    _clock: IReactorTime
+    _silence: float
+    expected: int | None = None
+    written: int = 0
+    received: int = 0
+    state: str = STARTING
+    reason: str | None = None
+    done: Deferred[None] = field(factory=Deferred)
+    _spool: Spool | None = None
+    _hasher: Any = field(factory=hashlib.sha256)
+    _queue: list[bytes] = field(factory=list)
+    _queued: int = 0
+    _writing: bool = False
+    _body_over: bool = False
+    _upstream: IPushProducer | None = None
+    _upstream_paused: bool = False
+    _timer: SilenceTimer | None = None
+    _watchers: list[Deferred[None]] = field(factory=list)
+    _ready: list[Deferred[None]] = field(factory=list)
+    _start_error: BaseException | None = None
+
+    # -- what followers see (follow.Source) --------------------------------
+
+    def readable(self) -> int:
+        if self.state in (VERIFIED, COMMITTED):
+            return self.written
+        if self.expected is not None:
+            return min(self.written, self.expected - 1)
+        return self.written
+
+    def finished(self) -> bool:
+        return self.state in (VERIFIED, COMMITTED)
+
+    def failed(self) -> bool:
+        return self.state == FAILED
+
+    def changed(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred(lambda d: self._watchers.remove(d) if d in self._watchers else None)
+        self._watchers.append(d)
+        return d
+
+    def duplicate_fd(self) -> int:
+        """A descriptor of the spool file for one follower, which closes it.
+
+        Followers keep reading through it after the rename that commits it.
+        """
+        assert self._spool is not None
+        return os.dup(self._spool.fd)
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once upstream has answered and the body is on its way."""
+        if self.state in (STREAMING, VERIFIED, COMMITTED):
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._ready.remove(d) if d in self._ready else None)
+        if self.state == FAILED:
+            d.errback(self._start_error or FillFailed(self.reason))
+            return d
+        self._ready.append(d)
+        return d
+
+    # -- the fetch -------------------------------------------------------------
+
+    async def run(self, upstream: UpstreamClient, repository: str) -> None:
+        try:
+            response = await upstream.get_blob(repository, self.digest)
+        except Exception as e:
+            self._fail(f"upstream: {e}", start_error=e)
+            return
+        self.expected = content_length(response)
+        try:
+            self._spool = await self._store.new_spool()
+        except OSError as e:
+            discard_body(response)
+            self._fail(f"cannot create a spool file: {e}", start_error=e)
+            return
+        self.state = STREAMING
+        ready, self._ready = self._ready, []
+        for d in ready:
+            d.callback(None)
+        self._deliver(response)
+
+    def _deliver(self, response: IResponse) -> None:
+        self._timer = SilenceTimer(self._clock, self._silence, self._silent)
+        self._timer.reset()
+        response.deliverBody(_ToSpool(self))
+
+    def _body_started(self, transport: IPushProducer) -> None:
+        self._upstream = transport
+        if self.state == FAILED:
+            transport.stopProducing()
+
+    def _received(self, data: bytes) -> None:
+        if self.state != STREAMING:
+            return
+        self.received += len(data)
+        if self.expected is not None and self.received > self.expected:
+            self._fail(f"upstream sent more than its Content-Length of {self.expected}")
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        assert self._timer is not None
+        if self._queued >= QUEUE_HIGH and not self._upstream_paused and self._upstream is not None:
+            self._upstream_paused = True
+            self._timer.suspend()
+            self._upstream.pauseProducing()
+        else:
+            self._timer.reset()
+        self._write_queued()
+
+    def _silent(self) -> None:
+        self._fail(f"upstream went silent for {self._silence:g}s after {self.received} bytes")
+
+    def _body_ended(self, reason: Failure) -> None:
+        self._body_over = True
+        if self._timer is not None:
+            self._timer.stop()
+        if self.state != STREAMING:
+            return
+        if not ended_cleanly(reason):
+            self._fail(
+                f"upstream connection lost after {self.received} bytes: {reason.getErrorMessage()}"
+            )
+            return
+        self._maybe_verify()
+
+    def _write_queued(self) -> None:
+        if self._writing or not self._queue or self.state != STREAMING:
+            return
+        assert self._spool is not None
+        chunks, self._queue = self._queue, []
+        self._queued = 0
+        self._writing = True
+        d = Deferred.fromCoroutine(self._write(chunks))
+        d.addCallbacks(self._wrote, self._write_failed)
+        if self._upstream_paused:
+            self._upstream_paused = False
+            assert self._upstream is not None and self._timer is not None
+            self._timer.reset()
+            self._upstream.resumeProducing()
+
+    async def _write(self, chunks: list[bytes]) -> int:
+        assert self._spool is not None
+        written: int = await self._run(_write_and_hash, self._spool.fd, self.written, chunks, self._hasher)
+        return written
+
+    def _wrote(self, count: int) -> None:
+        self._writing = False
+        if self.state == FAILED:
+            self._cleanup()
+            return
+        self.written += count
+        self._notify()
+        if self._queue:
+            self._write_queued()
+        else:
+            self._maybe_verify()
+
+    def _write_failed(self, failure: Failure) -> None:
+        self._writing = False
+        self._fail(f"cannot write the spool file: {failure.getErrorMessage()}")
+
+    def _maybe_verify(self) -> None:
+        if not self._body_over or self._writing or self._queue or self.state != STREAMING:
+            return
+        if self.expected is not None and self.written != self.expected:
+            self._fail(f"upstream sent {self.written} of {self.expected} bytes")
+            return
+        actual = self._hasher.hexdigest()
+        if actual != self.digest.hex:
+            self._fail(f"content hashes to sha256:{actual}")
+            return
+        self.state = VERIFIED
+        self._notify()
+        Deferred.fromCoroutine(self._commit())
+
+    async def _commit(self) -> None:
+        assert self._spool is not None
+        # The commit closes the descriptor it is given; the fill keeps its own
+        # open until `release`, so late joiners can still duplicate it.
+        spool = Spool(os.dup(self._spool.fd), self._spool.path)
+        try:
+            await self._store.commit_blob(spool, self.registry, self.digest)
+        except Exception as e:
+            # Every client already has its verified bytes; only the cache lost.
+            log.error(
+                "could not commit blob {digest} to the cache: {error}",
+                digest=str(self.digest),
+                error=str(e),
+            )
+        else:
+            self.state = COMMITTED
+            log.info(
+                "cached blob {digest} ({size} bytes)", digest=str(self.digest), size=self.written
+            )
+        self.done.callback(None)
+
+    def _fail(self, reason: str, start_error: BaseException | None = None) -> None:
+        if self.state in (FAILED, VERIFIED, COMMITTED):
+            return
+        self.state = FAILED
+        self.reason = reason
+        self._start_error = start_error
+        if start_error is None:
+            log.error(
+                "blob {digest} not cached: {reason}", digest=str(self.digest), reason=reason
+            )
+        if self._timer is not None:
+            self._timer.stop()
+        if self._upstream is not None and not self._body_over:
+            self._upstream.stopProducing()
+        self._queue = []
+        self._notify()
+        ready, self._ready = self._ready, []
+        for d in ready:
+            d.errback(start_error or FillFailed(reason))
+        if not self._writing:
+            self._cleanup()
+
+    def release(self) -> None:
+        """Close the fill's own descriptor once no one can join it any more."""
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            os.close(spool.fd)
+
+    def _cleanup(self) -> None:
+        """Remove the spool file (no write may be in flight) and end the fill."""
+        Deferred.fromCoroutine(self._discard_spool()).addBoth(lambda _: self.done.callback(None))
+
+    async def _discard_spool(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            await self._store.discard(spool)
+
+    def _notify(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for d in watchers:
+            d.callback(None)

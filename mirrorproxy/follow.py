@@ -1,0 +1,196 @@
+"""Streaming a file to one client at the client's pace, following it as it grows.
+
+A `FileFollower` is a push producer registered with the client's request.
+It reads the next chunk (in the thread pool: a read may hit the disk) only
+when the client's transport wants more, so a slow client holds at most one
+chunk plus its socket buffer, and never slows anything else down.  The file
+is either complete (a cache hit) or a spool file still being filled, which
+the follower reads up to what the fill says is safe to send.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from .store import Runner
+
+log = Logger()
+
+CHUNK_SIZE = 256 * 1024
+
+
+class Source(Protocol):
+    """What a follower needs to know about the file it reads."""
+
+    def readable(self) -> int:
+        """How many bytes from the start may be sent now."""
+
+    def finished(self) -> bool:
+        """Whether every byte is there and verified: the response may end."""
+
+    def failed(self) -> bool:
+        """Whether the content is bad or incomplete for good: abort."""
+
+    def changed(self) -> Deferred[None]:
+        """Fires at the next change of `readable`, `finished` or `failed`."""
+
+
+@define(eq=False)
+class CompleteFile:
+    """A verified file already in the cache."""
+
+    size: int
+
+    def readable(self) -> int:
+        return self.size
+
+    def finished(self) -> bool:
+        return True
+
+    def failed(self) -> bool:
+        return False
+
+    def changed(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def abort_connection(request: Request) -> None:
+    """End a response so no client can mistake it for a whole one."""
+    transport = request.channel.transport if request.channel is not None else None
+    if transport is None:
+        return
+    abort = getattr(transport, "abortConnection", None)
+    (abort or transport.loseConnection)()
+
+
+@implementer(IPushProducer)
+@define(eq=False)
+class FileFollower:
+    """Sends bytes [start, end) of a file descriptor to one request."""
+
+    _request: Request
+    _source: Source
+    _fd: int
+    _run: Runner
+    _start: int
+    _end: int | None  # None: to the end, whatever the length turns out to be
+    _chunk_size: int = CHUNK_SIZE
+    _offset: int = 0
+    _paused: bool = False
+    _reading: bool = False  # a read is under way in the thread pool
+    _waiting: bool = False  # waiting for the source to change
+    _done: bool = False
+    sent: int = 0
+    _over: Deferred[None] = field(factory=Deferred)
+
+    def begin(self) -> Deferred[None]:
+        """Start streaming; the result fires when this response is over."""
+        self._offset = self._start
+        self._request.registerProducer(self, True)
+        self._request.notifyFinish().addErrback(self._client_gone)
+        self._pump()
+        return self._over
+
+    # -- IPushProducer ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._close("stopped")
+
+    # -- the loop ------------------------------------------------------------
+
+    def _limit(self) -> int:
+        readable = self._source.readable()
+        return readable if self._end is None else min(readable, self._end)
+
+    def _pump(self) -> None:
+        # request.write() can re-enter pauseProducing; the flags make every
+        # path through here safe to repeat.
+        while not (self._paused or self._reading or self._waiting or self._done):
+            if self._source.failed():
+                log.info("aborting a response: its content failed verification or upstream")
+                self._close("aborted", abort=True)
+                return
+            limit = self._limit()
+            if self._offset < limit:
+                self._reading = True
+                size = min(self._chunk_size, limit - self._offset)
+                d = Deferred.fromCoroutine(self._read(size))
+                d.addCallbacks(self._got, self._read_failed)
+                return
+            if self._source.finished() and (self._end is None or self._offset >= self._end):
+                self._close("finished")
+                return
+            self._waiting = True
+            self._source.changed().addBoth(self._source_changed)
+            return
+
+    async def _read(self, size: int) -> bytes:
+        data: bytes = await self._run(os.pread, self._fd, size, self._offset)
+        return data
+
+    def _got(self, data: bytes) -> None:
+        self._reading = False
+        if self._done:
+            self._close_fd()
+            return
+        if not data:
+            # The file is shorter than the source says: never pretend.
+            log.error("cached file ended early at {offset}", offset=self._offset)
+            self._close("aborted", abort=True)
+            return
+        self._offset += len(data)
+        self.sent += len(data)
+        self._request.write(data)
+        self._pump()
+
+    def _read_failed(self, failure: Failure) -> None:
+        self._reading = False
+        if self._done:
+            self._close_fd()
+            return
+        log.failure("reading a cached file failed", failure)
+        self._close("aborted", abort=True)
+
+    def _source_changed(self, _: object) -> None:
+        self._waiting = False
+        self._pump()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def _client_gone(self, failure: Failure) -> None:
+        self._close("client gone")
+
+    def _close(self, how: str, abort: bool = False) -> None:
+        if self._done:
+            return
+        self._done = True
+        if not self._reading:
+            # Otherwise the read in flight closes it: closing under it could
+            # let the descriptor be reused and read from another file.
+            self._close_fd()
+        if how in ("finished", "aborted"):
+            self._request.unregisterProducer()
+            if abort:
+                abort_connection(self._request)
+            else:
+                self._request.finish()
+        self._over.callback(None)

@@ -1,0 +1,188 @@
+"""Manifests: by digest forever, by tag within the tag TTL, then revalidated.
+
+A tag maps to a digest with the time upstream last confirmed it.  Within the
+TTL a tag costs no upstream request; after it, a HEAD (which Docker Hub does
+not count against pull limits) revalidates it, and an unchanged digest
+downloads nothing.  When revalidation fails because upstream is down or
+rate-limiting, the cached answer is served stale rather than not at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .inflight import Coalescer
+from .mediatypes import DOCKER_MANIFEST_LIST, OCI_INDEX, accepts
+from .names import Digest
+from .store import FilesystemStore, StoredManifest, TagRecord
+from .upstream import (
+    FetchedManifest,
+    UpstreamClient,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+log = Logger()
+
+HIT, MISS, REVALIDATED, STALE = "HIT", "MISS", "REVALIDATED", "STALE"
+
+
+@frozen
+class ServedManifest:
+    """A manifest answer; `body` is None for a HEAD answered from a tag record."""
+
+    digest: Digest
+    media_type: str
+    size: int
+    body: bytes | None = field(repr=False)
+    outcome: str
+
+
+def _complete_accept(accept: list[str]) -> bool:
+    """Whether an answer to this Accept is the tag's full answer.
+
+    Only such answers are recorded for the tag: a client that cannot take an
+    index gets a narrower answer that must not replace it for everyone else.
+    """
+    if not accept:
+        return True
+    return all(accepts(accept, t) for t in (OCI_INDEX, DOCKER_MANIFEST_LIST))
+
+
+@define(eq=False)
+class ManifestCache:
+    _registry: str
+    _upstream: UpstreamClient
+    _store: FilesystemStore
+    _clock: IReactorTime
+    _tag_ttl: float
+    _fetches: Coalescer = field(factory=Coalescer)
+    outcomes: Counter[str] = field(factory=Counter)
+
+    async def get(
+        self, repository: str, reference: str | Digest, accept: list[str], want_body: bool
+    ) -> ServedManifest:
+        if isinstance(reference, Digest):
+            served = await self._by_digest(repository, reference, accept)
+        else:
+            served = await self._by_tag(repository, reference, accept, want_body)
+        self.outcomes[served.outcome] += 1
+        return served
+
+    # -- by digest ------------------------------------------------------------
+
+    async def _by_digest(
+        self, repository: str, digest: Digest, accept: list[str]
+    ) -> ServedManifest:
+        stored = await self._store.read_manifest(self._registry, digest)
+        if stored is not None and accepts(accept, stored.media_type):
+            return _served(digest, stored, HIT)
+        fetched = await self._fetch(repository, digest, accept)
+        if stored is None:
+            await self._store.write_manifest(
+                self._registry, fetched.digest, fetched.body, fetched.media_type
+            )
+        return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
+
+    # -- by tag ---------------------------------------------------------------
+
+    async def _by_tag(
+        self, repository: str, tag: str, accept: list[str], want_body: bool
+    ) -> ServedManifest:
+        record = await self._store.read_tag(self._registry, repository, tag)
+        if record is not None and accepts(accept, record.media_type):
+            age = self._clock.seconds() - record.learnt
+            if age < self._tag_ttl:
+                served = await self._from_record(record, want_body, HIT)
+                if served is not None:
+                    return served
+            else:
+                served = await self._revalidate(repository, tag, accept, record, want_body)
+                if served is not None:
+                    return served
+        if not want_body:
+            served = await self._head_upstream(repository, tag, accept)
+            if served is not None:
+                return served
+        fetched = await self._fetch(repository, tag, accept)
+        await self._store.write_manifest(
+            self._registry, fetched.digest, fetched.body, fetched.media_type
+        )
+        if _complete_accept(accept):
+            await self._record(repository, tag, fetched.digest, fetched.media_type, len(fetched.body))
+        return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
+
+    async def _from_record(
+        self, record: TagRecord, want_body: bool, outcome: str
+    ) -> ServedManifest | None:
+        if not want_body:
+            return ServedManifest(record.digest, record.media_type, record.size, None, outcome)
+        stored = await self._store.read_manifest(self._registry, record.digest)
+        if stored is None:
+            return None
+        return _served(record.digest, stored, outcome)
+
+    async def _revalidate(
+        self, repository: str, tag: str, accept: list[str], record: TagRecord, want_body: bool
+    ) -> ServedManifest | None:
+        try:
+            head = await self._fetches.run(
+                ("HEAD", repository, tag, tuple(accept)),
+                lambda: Deferred.fromCoroutine(self._upstream.head_manifest(repository, tag, accept)),
+            )
+        except (UpstreamUnavailable, UpstreamTimeout, UpstreamRateLimited) as e:
+            served = await self._from_record(record, want_body, STALE)
+            if served is None:
+                raise
+            log.warn(
+                "serving {repository}:{tag} stale: revalidation failed: {error}",
+                repository=repository,
+                tag=tag,
+                error=str(e),
+            )
+            return served
+        if head.digest != record.digest:
+            return None
+        await self._record(repository, tag, record.digest, record.media_type, record.size)
+        return await self._from_record(record, want_body, REVALIDATED)
+
+    async def _head_upstream(
+        self, repository: str, tag: str, accept: list[str]
+    ) -> ServedManifest | None:
+        """Answer a HEAD miss with a HEAD upstream: it downloads nothing."""
+        head = await self._fetches.run(
+            ("HEAD", repository, tag, tuple(accept)),
+            lambda: Deferred.fromCoroutine(self._upstream.head_manifest(repository, tag, accept)),
+        )
+        if head.digest is None or not head.media_type or head.size is None:
+            return None
+        if _complete_accept(accept):
+            await self._record(repository, tag, head.digest, head.media_type, head.size)
+        return ServedManifest(head.digest, head.media_type, head.size, None, MISS)
+
+    async def _record(
+        self, repository: str, tag: str, digest: Digest, media_type: str, size: int
+    ) -> None:
+        record = TagRecord(digest, media_type, size, self._clock.seconds())
+        await self._store.write_tag(self._registry, repository, tag, record)
+
+    async def _fetch(
+        self, repository: str, reference: str | Digest, accept: list[str]
+    ) -> FetchedManifest:
+        fetched: FetchedManifest = await self._fetches.run(
+            ("GET", repository, str(reference), tuple(accept)),
+            lambda: Deferred.fromCoroutine(
+                self._upstream.get_manifest(repository, reference, accept)
+            ),
+        )
+        return fetched
+
+
+def _served(digest: Digest, stored: StoredManifest, outcome: str) -> ServedManifest:
+    return ServedManifest(digest, stored.media_type, len(stored.body), stored.body, outcome)

@@ -1,0 +1,65 @@
+"""Manifest media types and the client's ``Accept`` header."""
+
+from __future__ import annotations
+
+import json
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+
+# What the mirror asks upstream for when the client said nothing.
+ALL_MANIFEST_TYPES = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST]
+
+_GENERIC = {"", "application/json", "text/plain", "application/octet-stream"}
+
+
+def parse_accept(values: list[str]) -> list[str]:
+    """The media types of ``Accept`` header values, parameters dropped."""
+    types = []
+    for value in values:
+        for item in value.split(","):
+            media_type = item.split(";", 1)[0].strip().lower()
+            if media_type:
+                types.append(media_type)
+    return types
+
+
+def accepts(accepted: list[str], media_type: str) -> bool:
+    """Whether a client that sent `accepted` takes a manifest of `media_type`.
+
+    No Accept at all, or a wildcard, takes anything: modern clients list the
+    types they want, and the reference registry serves by digest regardless.
+    """
+    if not accepted:
+        return True
+    media_type = media_type.lower()
+    major = media_type.split("/", 1)[0]
+    return any(a in (media_type, "*/*", f"{major}/*") for a in accepted)
+
+
+def manifest_media_type(content_type: str | None, body: bytes) -> str | None:
+    """The manifest's media type: the header, else the document's own field."""
+    header = (content_type or "").split(";", 1)[0].strip().lower()
+    if header not in _GENERIC:
+        return header
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    # OCI documents may omit mediaType; tell an index from a manifest by shape.
+    if "manifests" in document:
+        return OCI_INDEX
+    if "config" in document and "layers" in document:
+        return OCI_MANIFEST
+    if document.get("schemaVersion") == 1:
+        return DOCKER_SCHEMA1_SIGNED if "signatures" in document else DOCKER_SCHEMA1
+    return None

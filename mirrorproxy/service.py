@@ -1,0 +1,105 @@
+"""Building the running mirror from Settings: pools, clients, caches, site."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+
+from attrs import define
+from treq.client import HTTPClient
+from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from .auth import Authenticator
+from .blobs import BlobCache
+from .channel import MirrorSite
+from .config import Settings
+from .manifests import ManifestCache
+from .mirror import Mirror, Router
+from .resource import RegistryRoot
+from .store import FilesystemStore, Runner
+from .tagslist import TagListCache
+from .upstream import UpstreamClient
+
+log = Logger()
+
+# Enough threads for cold reads and fsyncs of many clients at once; file I/O
+# releases the GIL, so these overlap.
+IO_THREADS = 16
+
+
+def build_mirror(settings: Settings, http: HTTPClient, clock: IReactorTime, run: Runner) -> Mirror:
+    """Wire one upstream's mirror from its parts; the unit tests use this too."""
+    store = FilesystemStore(settings.cache_dir, run)
+    registry = settings.upstream
+    client: UpstreamClient
+
+    async def fetch_token(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        return await client.token_fetch(url, headers)
+
+    auth = Authenticator(fetch_token, clock, settings.credentials)
+    client = UpstreamClient(registry, http, clock, auth, settings.timeouts)
+    key = registry.cache_key
+    return Mirror(
+        registry=registry,
+        upstream=client,
+        manifests=ManifestCache(key, client, store, clock, settings.tag_ttl),
+        blobs=BlobCache(key, client, store, run, clock, settings.timeouts.body_silence),
+        tags=TagListCache(client, clock, settings.tag_ttl),
+        run=run,
+    )
+
+
+@define(eq=False)
+class _ThreadPoolService(Service):
+    pool: ThreadPool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.pool.stop()
+
+
+@define(eq=False)
+class _ConnectionPoolService(Service):
+    pool: HTTPConnectionPool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+def make_mirror_service(settings: Settings, reactor: Any) -> tuple[MultiService, MirrorSite]:
+    """The whole service: the I/O thread pool, the upstream pool, the site.
+
+    Raises store.CacheDirError before anything starts if the cache is unusable.
+    """
+    top = MultiService()
+    threads = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="mirrorproxy-io")
+    _ThreadPoolService(threads).setServiceParent(top)
+    run: Runner = partial(deferToThreadPool, reactor, threads)
+
+    connections = HTTPConnectionPool(reactor, persistent=True)
+    connections.maxPersistentPerHost = 16
+    _ConnectionPoolService(connections).setServiceParent(top)
+    agent = Agent(reactor, pool=connections, connectTimeout=settings.timeouts.connect)
+    http = HTTPClient(agent)
+
+    FilesystemStore(settings.cache_dir, run).prepare()
+    mirror = build_mirror(settings, http, reactor, run)
+    site = MirrorSite(RegistryRoot(Router([mirror])))
+    site.displayTracebacks = False
+    log.info(
+        "mirroring {upstream} into {cache_dir}",
+        upstream=settings.upstream.url,
+        cache_dir=os.path.abspath(settings.cache_dir),
+    )
+    return top, site

@@ -1,0 +1,292 @@
+"""The cache on a filesystem: content by digest, tags by name, atomic commits.
+
+Layout under the cache directory (``<registry>`` is the upstream's namespace,
+e.g. ``docker.io``, so several upstreams can share one cache)::
+
+    spool/                                   files being written; swept at start
+    <registry>/blobs/sha256/<ab>/<hex>       layers and configs, verified
+    <registry>/manifests/sha256/<ab>/<hex>   manifests, exact bytes, verified
+    <registry>/manifests/sha256/<ab>/<hex>.type   their media type
+    <registry>/repositories/<name>/_tags/<tag>    JSON: digest, type, size, time
+
+Every file reaches its final path the same way: written to a spool file in
+the same filesystem, fsynced, renamed; so a final path only ever holds a
+complete file.  Every call that touches the disk runs through `_run`, which
+in the service is a thread pool: open, fsync, rename and cold reads never
+stall the reactor.  Repository names and tags are checked by `names` before
+they get here; their grammar cannot climb out of the cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+from typing import Any, Awaitable, Callable, TypeVar
+
+from attrs import define, frozen
+from twisted.logger import Logger
+
+from .names import Digest
+
+log = Logger()
+
+T = TypeVar("T")
+# Runs a blocking callable away from the reactor thread; returns its result.
+Runner = Callable[..., Awaitable[Any]]
+
+
+class CacheDirError(Exception):
+    """The cache directory cannot be created or written."""
+
+
+@frozen
+class OpenFile:
+    """A file opened for reading: its descriptor (owned by the caller) and size."""
+
+    fd: int
+    size: int
+
+
+@frozen
+class Spool:
+    """A file being written, not yet anywhere a reader would look."""
+
+    fd: int
+    path: str
+
+
+@frozen
+class StoredManifest:
+    body: bytes
+    media_type: str
+
+
+@frozen
+class TagRecord:
+    """What a tag pointed at, and when upstream last told us so."""
+
+    digest: Digest
+    media_type: str
+    size: int
+    learnt: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "digest": str(self.digest),
+                "mediaType": self.media_type,
+                "size": self.size,
+                "learnt": self.learnt,
+            }
+        ).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TagRecord:
+        document = json.loads(data)
+        return cls(
+            Digest.parse(document["digest"]),
+            str(document["mediaType"]),
+            int(document["size"]),
+            float(document["learnt"]),
+        )
+
+
+def _sharded(directory: str, digest: Digest) -> str:
+    return os.path.join(directory, "sha256", digest.hex[:2], digest.hex)
+
+
+@define(eq=False)
+class FilesystemStore:
+    root: str
+    _run: Runner
+
+    # -- start-up (before the service accepts connections) -----------------
+
+    def prepare(self) -> int:
+        """Create the layout, prove it writable, sweep leftovers; count swept."""
+        spool = os.path.join(self.root, "spool")
+        try:
+            os.makedirs(spool, exist_ok=True)
+            probe = os.path.join(spool, f"probe-{uuid.uuid4().hex}")
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+            os.unlink(probe)
+        except OSError as e:
+            raise CacheDirError(
+                f"cache directory {self.root!r} is not usable: {e.strerror or e}"
+            ) from None
+        swept = 0
+        for entry in os.scandir(spool):
+            try:
+                os.unlink(entry.path)
+                swept += 1
+            except OSError as e:
+                log.warn("cannot sweep {path}: {error}", path=entry.path, error=str(e))
+        return swept
+
+    # -- paths ------------------------------------------------------------------
+
+    def blob_path(self, registry: str, digest: Digest) -> str:
+        return _sharded(os.path.join(self.root, registry, "blobs"), digest)
+
+    def manifest_path(self, registry: str, digest: Digest) -> str:
+        return _sharded(os.path.join(self.root, registry, "manifests"), digest)
+
+    def tag_path(self, registry: str, repository: str, tag: str) -> str:
+        return os.path.join(self.root, registry, "repositories", repository, "_tags", tag)
+
+    # -- blobs ------------------------------------------------------------------
+
+    async def open_blob(self, registry: str, digest: Digest) -> OpenFile | None:
+        result: OpenFile | None = await self._run(_open_for_reading, self.blob_path(registry, digest))
+        return result
+
+    async def blob_size(self, registry: str, digest: Digest) -> int | None:
+        size: int | None = await self._run(_size, self.blob_path(registry, digest))
+        return size
+
+    async def new_spool(self) -> Spool:
+        path = os.path.join(self.root, "spool", uuid.uuid4().hex)
+        fd: int = await self._run(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        return Spool(fd, path)
+
+    async def commit_blob(self, spool: Spool, registry: str, digest: Digest) -> None:
+        """Move a verified spool file into place; owns the spool from here on."""
+        await self._run(_commit, spool.fd, spool.path, self.blob_path(registry, digest))
+
+    async def discard(self, spool: Spool) -> None:
+        await self._run(_discard, spool.fd, spool.path)
+
+    # -- manifests and tags -------------------------------------------------
+
+    async def read_manifest(self, registry: str, digest: Digest) -> StoredManifest | None:
+        path = self.manifest_path(registry, digest)
+        found = await self._run(_read_manifest, path)
+        if found is None:
+            return None
+        body, media_type = found
+        return StoredManifest(body, media_type)
+
+    async def write_manifest(
+        self, registry: str, digest: Digest, body: bytes, media_type: str
+    ) -> None:
+        path = self.manifest_path(registry, digest)
+        # The type goes first: a manifest without its type is not served,
+        # and a type without its manifest is harmless.
+        await self._write_file(path + ".type", media_type.encode("utf-8"))
+        await self._write_file(path, body)
+
+    async def read_tag(self, registry: str, repository: str, tag: str) -> TagRecord | None:
+        data = await self._run(_read_small, self.tag_path(registry, repository, tag))
+        if data is None:
+            return None
+        try:
+            return TagRecord.from_json(data)
+        except (ValueError, KeyError, TypeError):
+            log.warn("ignoring unreadable tag record {repository}:{tag}", repository=repository, tag=tag)
+            return None
+
+    async def write_tag(
+        self, registry: str, repository: str, tag: str, record: TagRecord
+    ) -> None:
+        await self._write_file(self.tag_path(registry, repository, tag), record.to_json())
+
+    async def _write_file(self, path: str, data: bytes) -> None:
+        spool = await self.new_spool()
+        await self._run(_write_and_commit, spool.fd, spool.path, path, data)
+
+
+# -- the blocking halves, run off the reactor thread ------------------------
+
+
+def _open_for_reading(path: str) -> OpenFile | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    return OpenFile(fd, os.fstat(fd).st_size)
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(fd: int, spool_path: str, final_path: str) -> None:
+    """fsync, then rename into place: the final path is whole or absent.
+
+    Takes ownership of `fd` (closed here whatever happens) and removes the
+    spool file if it cannot be committed.
+    """
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directory = os.path.dirname(final_path)
+        os.makedirs(directory, exist_ok=True)
+        os.replace(spool_path, final_path)
+        _fsync_directory(directory)
+    except BaseException:
+        try:
+            os.unlink(spool_path)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _discard(fd: int, spool_path: str) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    try:
+        os.unlink(spool_path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_and_commit(fd: int, spool_path: str, final_path: str, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except BaseException:
+        _discard(fd, spool_path)
+        raise
+    _commit(fd, spool_path, final_path)
+
+
+def _read_small(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def _read_manifest(path: str) -> tuple[bytes, str] | None:
+    media_type = _read_small(path + ".type")
+    body = _read_small(path)
+    if media_type is None or body is None:
+        return None
+    return body, media_type.decode("utf-8")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

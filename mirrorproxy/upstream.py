@@ -1,0 +1,340 @@
+"""The upstream registry client: requests, auth, redirects, errors.
+
+It speaks to one upstream registry over an injected treq HTTPClient and
+knows nothing of the clients the mirror serves.  Bodies are never buffered
+here except small ones (manifests, tag lists, errors); blob bodies are handed
+back to the caller to stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from urllib.parse import urljoin, urlsplit
+
+from attrs import define, field, frozen
+from treq.client import HTTPClient
+from twisted.internet import error as net_error
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from .auth import AuthError, Authenticator, pull_scope
+from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
+from .config import Timeouts, UpstreamRegistry
+from .mediatypes import ALL_MANIFEST_TYPES, manifest_media_type
+from .names import Digest
+
+log = Logger()
+
+MAX_REDIRECTS = 5
+# distribution refuses manifests over 4 MiB; so do we.
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_SMALL_BODY = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class UpstreamError(Exception):
+    """Upstream did not give us what we asked for."""
+
+
+class UpstreamNotFound(UpstreamError):
+    def __init__(self, code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UpstreamDenied(UpstreamError):
+    """Upstream refused us even with a token: private, or does not exist."""
+
+
+class UpstreamRateLimited(UpstreamError):
+    def __init__(self, retry_after: str | None) -> None:
+        super().__init__("upstream rate limit reached")
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Unreachable, 5xx, or an answer that makes no sense (502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """Upstream did not answer in time (504)."""
+
+
+class UpstreamInvalid(UpstreamUnavailable):
+    """Upstream answered with content that fails its own checks."""
+
+
+@frozen
+class ManifestHead:
+    digest: Digest | None
+    media_type: str | None
+    size: int | None
+
+
+@frozen
+class FetchedManifest:
+    body: bytes = field(repr=False)
+    media_type: str
+    digest: Digest
+
+
+@frozen
+class TagsPage:
+    body: bytes = field(repr=False)
+    link: str | None
+
+
+def _header(response: IResponse, name: bytes) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    return values[0].decode("latin-1") if values else None
+
+
+def content_length(response: IResponse) -> int | None:
+    value = _header(response, b"content-length")
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+@define(eq=False)
+class UpstreamClient:
+    """Registry API calls against one upstream."""
+
+    registry: UpstreamRegistry
+    _http: HTTPClient
+    _clock: IReactorTime
+    _auth: Authenticator
+    _timeouts: Timeouts = field(factory=Timeouts)
+    # (method, kind, status) -> count; read by tests and, later, metrics.
+    requests: Counter[tuple[str, str, int]] = field(factory=Counter)
+
+    # -- the registry API ---------------------------------------------------
+
+    async def head_manifest(
+        self, repository: str, reference: str, accept: list[str]
+    ) -> ManifestHead:
+        response = await self._send(
+            "HEAD", repository, f"manifests/{reference}", "manifest", accept
+        )
+        discard_body(response)
+        digest_text = _header(response, b"docker-content-digest")
+        digest = None
+        if digest_text:
+            try:
+                digest = Digest.parse(digest_text)
+            except ValueError:
+                digest = None
+        media_type = manifest_media_type(_header(response, b"content-type"), b"")
+        return ManifestHead(digest, media_type, content_length(response))
+
+    async def get_manifest(
+        self, repository: str, reference: str | Digest, accept: list[str]
+    ) -> FetchedManifest:
+        response = await self._send(
+            "GET", repository, f"manifests/{reference}", "manifest", accept
+        )
+        body = await self._read_small(response, MAX_MANIFEST_SIZE, "manifest")
+        digest = Digest(hashlib.sha256(body).hexdigest())
+        claimed = _header(response, b"docker-content-digest")
+        wanted = reference if isinstance(reference, Digest) else None
+        if claimed:
+            try:
+                claimed_digest = Digest.parse(claimed)
+            except ValueError:
+                claimed_digest = None
+            if claimed_digest is not None and claimed_digest != digest:
+                raise UpstreamInvalid(
+                    f"manifest {repository}:{reference} hashes to {digest}, "
+                    f"upstream says {claimed}"
+                )
+        if wanted is not None and wanted != digest:
+            log.error(
+                "upstream sent wrong bytes for manifest {repository}@{digest}: got {actual}",
+                repository=repository,
+                digest=str(wanted),
+                actual=str(digest),
+            )
+            raise UpstreamInvalid(f"upstream manifest does not match {wanted}")
+        media_type = manifest_media_type(_header(response, b"content-type"), body)
+        if media_type is None:
+            raise UpstreamInvalid(f"manifest {repository}:{reference} has no media type")
+        return FetchedManifest(body, media_type, digest)
+
+    async def head_blob(self, repository: str, digest: Digest) -> int | None:
+        response = await self._send("HEAD", repository, f"blobs/{digest}", "blob")
+        discard_body(response)
+        return content_length(response)
+
+    async def get_blob(self, repository: str, digest: Digest) -> IResponse:
+        """A 200 response whose body the caller must deliver or discard."""
+        return await self._send("GET", repository, f"blobs/{digest}", "blob")
+
+    async def get_tags(self, repository: str, query: str) -> TagsPage:
+        path = "tags/list" + (f"?{query}" if query else "")
+        response = await self._send("GET", repository, path, "tags")
+        body = await self._read_small(response, MAX_SMALL_BODY, "tag list")
+        return TagsPage(body, _header(response, b"link"))
+
+    # -- plumbing -------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        repository: str,
+        path: str,
+        kind: str,
+        accept: list[str] | None = None,
+    ) -> IResponse:
+        url = f"{self.registry.url}/v2/{repository}/{path}"
+        scope = pull_scope(repository)
+        if kind == "manifest":
+            headers = {"Accept": ", ".join(accept or ALL_MANIFEST_TYPES)}
+        else:
+            headers = {}
+        for attempt in (1, 2):
+            authorization = await self._authorization(scope)
+            request_headers = dict(headers)
+            if authorization:
+                request_headers["Authorization"] = authorization
+            response = await self._follow(method, url, request_headers, kind)
+            if response.code == 401 and attempt == 1:
+                challenge = _header(response, b"www-authenticate") or ""
+                discard_body(response)
+                if authorization:
+                    self._auth.forget(scope)
+                if self._auth.learn(challenge):
+                    continue
+                raise UpstreamDenied("upstream asks for credentials it does not say how to get")
+            await self._check(response, method, kind)
+            return response
+        raise AssertionError("unreachable")
+
+    async def _authorization(self, scope: str) -> str | None:
+        try:
+            return await self._auth.authorization(scope)
+        except AuthError as e:
+            raise UpstreamDenied(str(e)) from None
+        except UpstreamError:
+            raise
+        except Exception as e:
+            raise UpstreamUnavailable(f"token service failed: {e}") from None
+
+    async def token_fetch(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Fetch a token; the Authenticator's way out to the network."""
+        response = await self._follow("GET", url, headers, "token")
+        try:
+            body = await read_body(response, MAX_SMALL_BODY, self._clock, self._timeouts.body_silence)
+        except (BodyTooLarge, BodySilent, BodyTruncated) as e:
+            raise UpstreamUnavailable(f"token service: {e}") from None
+        return response.code, body
+
+    async def _follow(
+        self, method: str, url: str, headers: dict[str, str], kind: str
+    ) -> IResponse:
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._request(method, url, headers, kind)
+            if response.code not in _REDIRECTS:
+                return response
+            location = _header(response, b"location")
+            discard_body(response)
+            if not location:
+                raise UpstreamInvalid(f"upstream redirect without a Location ({kind})")
+            target = urljoin(url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise UpstreamInvalid(f"upstream redirected to a non-HTTP(S) URL ({kind})")
+            if urlsplit(target).netloc.lower() != urlsplit(url).netloc.lower():
+                # Credentials are for the registry, never for its CDN.
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            url = target
+        raise UpstreamInvalid(f"more than {MAX_REDIRECTS} redirects from upstream ({kind})")
+
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str], kind: str
+    ) -> IResponse:
+        d: Deferred[IResponse] = self._http.request(
+            method,
+            url,
+            headers=Headers({k: [v] for k, v in headers.items()}),
+            unbuffered=True,
+            allow_redirects=False,
+        )
+        timed_out = False
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        timer = self._clock.callLater(self._timeouts.headers, on_timeout)
+        try:
+            response = await d
+        except CancelledError:
+            if timed_out:
+                raise UpstreamTimeout(
+                    f"upstream did not answer within {self._timeouts.headers:g}s"
+                ) from None
+            raise
+        except net_error.TimeoutError:
+            raise UpstreamTimeout("timed out connecting to upstream") from None
+        except (net_error.ConnectError, net_error.DNSLookupError) as e:
+            raise UpstreamUnavailable(f"cannot reach {urlsplit(url).netloc}: {e}") from None
+        except ResponseNeverReceived as e:
+            if timed_out:
+                raise UpstreamTimeout(
+                    f"upstream did not answer within {self._timeouts.headers:g}s"
+                ) from None
+            raise UpstreamUnavailable(f"no answer from {urlsplit(url).netloc}: {e}") from None
+        finally:
+            if timer.active():
+                timer.cancel()
+        self.requests[(method, kind, response.code)] += 1
+        return response
+
+    async def _read_small(self, response: IResponse, limit: int, what: str) -> bytes:
+        try:
+            return await read_body(response, limit, self._clock, self._timeouts.body_silence)
+        except BodyTooLarge:
+            raise UpstreamInvalid(f"upstream {what} is larger than {limit} bytes") from None
+        except BodySilent:
+            raise UpstreamTimeout(f"upstream went silent sending a {what}") from None
+        except BodyTruncated as e:
+            raise UpstreamUnavailable(str(e)) from None
+
+    async def _check(self, response: IResponse, method: str, kind: str) -> None:
+        status = response.code
+        if 200 <= status < 300:
+            return
+        code, message = None, f"upstream answered {status}"
+        if method != "HEAD":
+            try:
+                body = await read_body(response, 64 * 1024, self._clock, self._timeouts.body_silence)
+                code, message = _first_error(body) or (None, message)
+            except Exception:
+                pass
+        else:
+            discard_body(response)
+        if status == 404:
+            raise UpstreamNotFound(code, message)
+        if status in (401, 403):
+            raise UpstreamDenied(message)
+        if status == 429:
+            raise UpstreamRateLimited(_header(response, b"retry-after"))
+        if status >= 500:
+            raise UpstreamUnavailable(f"upstream error {status}: {message}")
+        raise UpstreamUnavailable(f"unexpected upstream answer {status} to a {kind} {method}")
+
+
+def _first_error(body: bytes) -> tuple[str | None, str] | None:
+    try:
+        errors = json.loads(body)["errors"]
+        first = errors[0]
+        return str(first.get("code")), str(first.get("message", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
