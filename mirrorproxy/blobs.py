@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .fill import Fill
+from .fill import Fill, FillFailed, FillGone
 from .follow import CompleteFile, Source
 from .names import Digest
 from .store import FilesystemStore, Runner
@@ -67,26 +67,29 @@ class BlobCache:
         return await self._upstream.head_blob(repository, digest)
 
     async def open(self, repository: str, digest: Digest) -> OpenBlob:
-        fill = self._running_fill(digest)
-        looks = 0
-        while fill is None and looks < 2:
-            looks += 1
-            opened = await self._store.open_blob(self._registry, digest)
-            if opened is not None:
-                self.outcomes[HIT] += 1
-                return OpenBlob(CompleteFile(opened.size), opened.fd, opened.size, HIT)
+        for _ in range(3):
             fill = self._running_fill(digest)
-            if digest not in self._recent:
-                break
-            # Committed while we looked, and forgotten by the fills: look again.
-        if fill is None:
-            fill = self._start(repository, digest)
-            outcome = MISS
-        else:
+            if fill is None:
+                opened = await self._store.open_blob(self._registry, digest)
+                if opened is not None:
+                    self.outcomes[HIT] += 1
+                    return OpenBlob(CompleteFile(opened.size), opened.fd, opened.size, HIT)
+                fill = self._running_fill(digest)
+            if fill is None and digest in self._recent:
+                # Committed while we looked: it is on disk now, look again.
+                self._recent.pop(digest)
+                continue
             outcome = JOIN
-        await fill.when_ready()
-        self.outcomes[outcome] += 1
-        return OpenBlob(fill, fill.duplicate_fd(), fill.expected, outcome)
+            if fill is None:
+                fill = self._start(repository, digest)
+                outcome = MISS
+            try:
+                fd = await fill.join()
+            except FillGone:
+                continue
+            self.outcomes[outcome] += 1
+            return OpenBlob(fill, fd, fill.expected, outcome)
+        raise FillFailed(f"blob {digest} came and went from the cache")
 
     def _start(self, repository: str, digest: Digest) -> Fill:
         fill = Fill(self._registry, digest, self._store, self._run, self._clock, self._silence)

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -47,6 +47,10 @@ STARTING, STREAMING, VERIFIED, COMMITTED, FAILED = (
 
 class FillFailed(Exception):
     """The fill could not produce a verified blob."""
+
+
+class FillGone(Exception):
+    """The fill is over and its file is where the cache keeps it: look there."""
 
 
 def _write_and_hash(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> int:
@@ -103,7 +107,7 @@ class Fill:
     _upstream_paused: bool = False
     _timer: SilenceTimer | None = None
     _watchers: list[Deferred[None]] = field(factory=list)
-    _ready: list[Deferred[None]] = field(factory=list)
+    _ready: list[Deferred[int]] = field(factory=list)
     _start_error: BaseException | None = None
 
     # -- what followers see (follow.Source) --------------------------------
@@ -126,19 +130,19 @@ class Fill:
         self._watchers.append(d)
         return d
 
-    def duplicate_fd(self) -> int:
-        """A descriptor of the spool file for one follower, which closes it.
+    def join(self) -> Deferred[int]:
+        """A descriptor of the spool file, once upstream has answered.
 
-        Followers keep reading through it after the rename that commits it.
+        Each follower gets its own (and closes it): it keeps reading through
+        it after the rename that commits the file.  Duplicated the moment the
+        fill is ready, while the spool file is certainly open.
         """
-        assert self._spool is not None
-        return os.dup(self._spool.fd)
-
-    def when_ready(self) -> Deferred[None]:
-        """Fires once upstream has answered and the body is on its way."""
         if self.state in (STREAMING, VERIFIED, COMMITTED):
-            return succeed(None)
-        d: Deferred[None] = Deferred(lambda d: self._ready.remove(d) if d in self._ready else None)
+            if self._spool is None:
+                # Released: the blob is in the cache (or was lost committing).
+                return fail(FillGone())
+            return succeed(os.dup(self._spool.fd))
+        d: Deferred[int] = Deferred()
         if self.state == FAILED:
             d.errback(self._start_error or FillFailed(self.reason))
             return d
@@ -163,7 +167,7 @@ class Fill:
         self.state = STREAMING
         ready, self._ready = self._ready, []
         for d in ready:
-            d.callback(None)
+            d.callback(os.dup(self._spool.fd))
         self._deliver(response)
 
     def _deliver(self, response: IResponse) -> None:

@@ -97,10 +97,13 @@ def _header(response: IResponse, name: bytes) -> str | None:
 
 
 def content_length(response: IResponse) -> int | None:
+    """The body's length: a HEAD answer's header, or what Twisted's client
+    took out of a GET answer's headers into `length`."""
     value = _header(response, b"content-length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
+    if value is not None:
+        return int(value) if value.isdigit() else None
+    length = response.length
+    return length if isinstance(length, int) else None
 
 
 @define(eq=False)

@@ -1,0 +1,253 @@
+"""One fake upstream registry for every unit test, served through StubTreq.
+
+It answers the registry API (read side) for images the test puts in it, with
+Docker Hub's habits on demand: Bearer token challenges from a separate auth
+host, blob redirects to a CDN host, and misbehaviour (wrong bytes, a body
+cut short, a body held back until the test releases it).  It records every
+request, so tests can count what reached upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+from urllib.parse import parse_qs
+
+from attrs import define, field
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+REGISTRY_HOST = "registry.fake"
+AUTH_HOST = "auth.fake"
+CDN_HOST = "cdn.fake"
+UPSTREAM_URL = f"http://{REGISTRY_HOST}"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@define
+class Seen:
+    """One request that reached the fake upstream."""
+
+    method: str
+    host: str
+    path: str
+    headers: dict[str, str]
+
+
+@define(eq=False)
+class HeldBody:
+    """A blob body sent only as far as the test says."""
+
+    request: Request
+    data: bytes
+    sent: int = 0
+
+    def send(self, count: int) -> None:
+        chunk = self.data[self.sent : self.sent + count]
+        self.sent += len(chunk)
+        self.request.write(chunk)
+
+    def finish(self) -> None:
+        self.send(len(self.data))
+        self.request.finish()
+
+    def cut(self) -> None:
+        """End the connection mid-body."""
+        self.request.channel.transport.loseConnection()
+
+
+@define(eq=False)
+class FakeRegistry(Resource):
+    isLeaf = True
+
+    blobs: dict[str, bytes] = field(factory=dict)
+    manifests: dict[str, tuple[bytes, str]] = field(factory=dict)
+    tags: dict[tuple[str, str], str] = field(factory=dict)
+    seen: list[Seen] = field(factory=list)
+    # Docker Hub habits.
+    require_token: bool = False
+    token_lifetime: int | None = 300
+    issued: int = 0
+    redirect_blobs: bool = False
+    basic_auth: tuple[str, str] | None = None
+    # Misbehaviour on demand, by digest.
+    wrong_bytes: dict[str, bytes] = field(factory=dict)
+    truncate_at: dict[str, int] = field(factory=dict)
+    hold: set[str] = field(factory=set)
+    held: dict[str, HeldBody] = field(factory=dict)
+    status_override: Callable[[Seen], int | None] | None = None
+    # Blob bodies go out a chunk per `tick`, as from a real network.
+    chunk_size: int = 64 * 1024
+    streaming: list[HeldBody] = field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    # -- content ------------------------------------------------------------
+
+    def add_blob(self, data: bytes) -> str:
+        digest = sha256(data)
+        self.blobs[digest] = data
+        return digest
+
+    def add_manifest(self, repository: str, tag: str | None, body: bytes, media_type: str) -> str:
+        digest = sha256(body)
+        self.manifests[digest] = (body, media_type)
+        if tag is not None:
+            self.tags[(repository, tag)] = digest
+        return digest
+
+    def add_image(self, repository: str, tag: str, layers: list[bytes]) -> tuple[str, bytes]:
+        """An OCI image: its manifest digest and bytes."""
+        config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        descriptors = [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": self.add_blob(layer), "size": len(layer)}
+            for layer in layers
+        ]
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": self.add_blob(config), "size": len(config)},
+                "layers": descriptors,
+            }
+        ).encode()
+        return self.add_manifest(repository, tag, manifest, "application/vnd.oci.image.manifest.v1+json"), manifest
+
+    def count(self, method: str, path_part: str = "", host: str = REGISTRY_HOST) -> int:
+        return sum(
+            1 for s in self.seen if s.method == method and s.host == host and path_part in s.path
+        )
+
+    # -- serving -------------------------------------------------------------
+
+    def render(self, request: Request) -> bytes | int:
+        host = (request.getRequestHostname() or b"").decode()
+        path = request.path.decode()
+        headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
+        seen = Seen(request.method.decode(), host, path, headers)
+        self.seen.append(seen)
+        if self.status_override is not None:
+            status = self.status_override(seen)
+            if status is not None:
+                request.setResponseCode(status)
+                if status == 429:
+                    request.setHeader(b"Retry-After", b"17")
+                return json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}).encode()
+        if host == AUTH_HOST:
+            return self._token(request)
+        if host == CDN_HOST:
+            return self._blob(request, path.rsplit("/", 1)[-1])
+        if not self._authorized(request, path):
+            return b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+        if path == "/v2/":
+            return b"{}"
+        parts = path[len("/v2/") :].split("/")
+        if len(parts) >= 3 and parts[-2] == "manifests":
+            return self._manifest(request, "/".join(parts[:-2]), parts[-1], headers.get("accept", ""))
+        if len(parts) >= 3 and parts[-2] == "blobs":
+            digest = parts[-1]
+            if self.redirect_blobs and digest in self.blobs:
+                request.setResponseCode(307)
+                request.setHeader(b"Location", f"http://{CDN_HOST}/data/{digest}".encode())
+                return b""
+            return self._blob(request, digest)
+        if len(parts) >= 3 and parts[-2:] == ["tags", "list"]:
+            repository = "/".join(parts[:-2])
+            names = sorted(t for (r, t) in self.tags if r == repository)
+            if not names:
+                return self._error(request, 404, "NAME_UNKNOWN", "repository name not known to registry")
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps({"name": repository, "tags": names}).encode()
+        return self._error(request, 404, "UNSUPPORTED", "no route")
+
+    def _authorized(self, request: Request, path: str) -> bool:
+        given = request.getHeader(b"authorization")
+        if self.basic_auth is not None:
+            import base64
+
+            expected = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            if given is not None and given.decode() == expected:
+                return True
+            request.setResponseCode(401)
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="fake"')
+            return False
+        if not self.require_token:
+            return True
+        if given is not None and given.decode().startswith("Bearer tok-"):
+            return True
+        request.setResponseCode(401)
+        parts = path[len("/v2/") :].split("/")
+        scope = ""
+        if len(parts) >= 3:
+            scope = f',scope="repository:{"/".join(parts[:-2])}:pull"'
+        request.setHeader(
+            b"WWW-Authenticate",
+            f'Bearer realm="http://{AUTH_HOST}/token",service="{REGISTRY_HOST}"{scope}'.encode(),
+        )
+        return False
+
+    def _token(self, request: Request) -> bytes:
+        query = parse_qs(request.uri.decode().partition("?")[2])
+        self.issued += 1
+        request.setHeader(b"Content-Type", b"application/json")
+        document: dict[str, object] = {"token": f"tok-{self.issued}-{query.get('scope', [''])[0]}"}
+        if self.token_lifetime is not None:
+            document["expires_in"] = self.token_lifetime
+        return json.dumps(document).encode()
+
+    def _manifest(self, request: Request, repository: str, reference: str, accept: str) -> bytes:
+        digest = reference if ":" in reference else self.tags.get((repository, reference))
+        if digest is None or digest not in self.manifests:
+            return self._error(request, 404, "MANIFEST_UNKNOWN", "manifest unknown")
+        body, media_type = self.manifests[digest]
+        body = self.wrong_bytes.get(digest, body)
+        request.setHeader(b"Content-Type", media_type.encode())
+        request.setHeader(b"Docker-Content-Digest", digest.encode())
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        return body
+
+    def _blob(self, request: Request, digest: str) -> bytes | int:
+        if digest not in self.blobs:
+            return self._error(request, 404, "BLOB_UNKNOWN", "blob unknown to registry")
+        data = self.wrong_bytes.get(digest, self.blobs[digest])
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"Content-Length", str(len(self.blobs[digest])).encode())
+        request.setHeader(b"Docker-Content-Digest", digest.encode())
+        if request.method == b"HEAD":
+            return b""
+        if digest in self.truncate_at:
+            request.write(data[: self.truncate_at[digest]])
+            request.channel.transport.loseConnection()
+            return NOT_DONE_YET
+        body = HeldBody(request, data)
+        if digest in self.hold:
+            self.held[digest] = body
+        else:
+            self.streaming.append(body)
+        return NOT_DONE_YET
+
+    def tick(self) -> bool:
+        """Send the next chunk of every body in flight; whether any moved."""
+        moved = False
+        for body in list(self.streaming):
+            if body.request.channel is None or body.request._disconnected:
+                self.streaming.remove(body)
+                continue
+            if body.sent < len(body.data):
+                body.send(self.chunk_size)
+                moved = True
+            else:
+                self.streaming.remove(body)
+                body.request.finish()
+                moved = True
+        return moved
+
+    def _error(self, request: Request, status: int, code: str, message: str) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"errors": [{"code": code, "message": message}]}).encode()

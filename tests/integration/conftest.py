@@ -1,0 +1,161 @@
+"""Fixtures for the integration tests: real processes on 127.0.0.1.
+
+Session scope for what is shared and slow to set up: the token issuer, the
+upstream registry, skopeo's private configuration. Function scope for the
+mirror (a fresh cache per test) and dockerd (it starts in well under a
+second, and its mirror is the test's own mirror). Each test names its
+repositories uniquely, so counts at the shared upstream never mix between
+tests.
+
+When a test fails, the tails of the logs of the processes it used are added
+to its report.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+# Plain asserts in the harness's checking helpers report like test asserts.
+pytest.register_assert_rewrite("harness.verify")
+
+from harness.dockerd import Dockerd
+from harness.mirror import Mirror, MirrorFactory
+from harness.processes import tail
+from harness.publish import Publisher
+from harness.registry import UpstreamRegistry
+from harness.skopeo import Skopeo
+from harness.tokens import TokenIssuer
+from harness.tools import require_root, require_tool
+
+_LOGS = pytest.StashKey[list[tuple[str, Path]]]()
+
+
+def show_log_on_failure(request: pytest.FixtureRequest, title: str, path: Path) -> None:
+    """Attach the tail of ``path`` to the report if the current test fails."""
+    request.node.stash.setdefault(_LOGS, []).append((title, path))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and report.when in ("setup", "call"):
+        for title, path in item.stash.get(_LOGS, []):
+            report.sections.append((f"{title}: {path}", tail(path)))
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[TokenIssuer]:
+    """Docker Hub's token service, as a thread in this process."""
+    service = TokenIssuer()
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream_registry(
+    issuer: TokenIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UpstreamRegistry]:
+    binary = require_tool("docker-registry", "docker-registry")
+    registry = UpstreamRegistry.start(binary, issuer, tmp_path_factory.mktemp("upstream"))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def upstream(
+    upstream_registry: UpstreamRegistry, request: pytest.FixtureRequest
+) -> UpstreamRegistry:
+    """The shared upstream registry, its logs shown if this test fails."""
+    show_log_on_failure(request, "upstream access log", upstream_registry.access_log)
+    return upstream_registry
+
+
+@pytest.fixture(scope="session")
+def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
+    binary = require_tool("skopeo", "skopeo")
+    return Skopeo.prepare(binary, tmp_path_factory.mktemp("skopeo"))
+
+
+@pytest.fixture
+def publisher(upstream: UpstreamRegistry, skopeo: Skopeo, tmp_path: Path) -> Publisher:
+    """Pushes random images and blobs to the upstream."""
+    return Publisher(upstream, skopeo, tmp_path / "publish")
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """``unique("multi")`` -> a repository name component no other test uses."""
+    return lambda prefix: f"{prefix}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def start_mirror(
+    upstream: UpstreamRegistry, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[MirrorFactory]:
+    """Start a mirror: ``start_mirror(cache_dir=..., upstream_url=...,
+    credentials=...)``; defaults are this test's cache dir and the upstream.
+    Starting again with the same cache dir is how a test restarts it."""
+    started: list[Mirror] = []
+
+    def start(
+        cache_dir: Path | None = None,
+        upstream_url: str | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> Mirror:
+        log_path = tmp_path / f"mirror-{len(started)}.log"
+        show_log_on_failure(request, f"mirror #{len(started)} log", log_path)
+        mirror = Mirror.start(
+            upstream_url or upstream.url,
+            cache_dir or tmp_path / "cache",
+            log_path,
+            credentials,
+        )
+        started.append(mirror)
+        return mirror
+
+    yield start
+    errors = []
+    for mirror in started:
+        try:
+            mirror.stop()
+        except RuntimeError as error:
+            errors.append(str(error))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def mirror(start_mirror: MirrorFactory) -> Mirror:
+    """A mirror with an empty cache in front of the upstream."""
+    return start_mirror()
+
+
+@pytest.fixture
+def start_dockerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Dockerd]]:
+    """Start a private dockerd: ``start_dockerd(mirrors=[url], insecure=[host])``."""
+    require_root("dockerd")
+    dockerd_binary = require_tool("dockerd", "docker.io")
+    docker_binary = require_tool("docker", "docker.io")
+    started: list[Dockerd] = []
+
+    def start(mirrors: Sequence[str] = (), insecure: Sequence[str] = ()) -> Dockerd:
+        work_dir = tmp_path / f"dockerd-{len(started)}"
+        show_log_on_failure(request, f"dockerd #{len(started)} log", work_dir / "dockerd.log")
+        daemon = Dockerd.start(dockerd_binary, docker_binary, mirrors, insecure, work_dir)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def dockerd(start_dockerd: Callable[..., Dockerd], mirror: Mirror) -> Dockerd:
+    """A dockerd whose Docker Hub mirror is this test's mirror."""
+    return start_dockerd(mirrors=[mirror.url])

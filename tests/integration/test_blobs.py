@@ -1,0 +1,95 @@
+"""Blobs through the mirror over plain HTTP: many cold clients share one
+upstream fetch, and the cache outlives the process."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from attrs import frozen
+from harness.mirror import Mirror, MirrorFactory
+from harness.oci import MiB
+from harness.publish import Publisher
+from harness.registry import UpstreamRegistry
+from harness.slowlink import SlowLink
+from harness.tokens import TokenIssuer
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 20
+CLIENT_TIMEOUT = 60.0
+
+
+@frozen
+class Received:
+    status: int
+    length: int
+    digest: str
+
+
+def fetch(mirror: Mirror, path: str, start: threading.Barrier | None = None) -> Received:
+    """GET ``path`` from the mirror, hashing the body as it arrives."""
+    connection = http.client.HTTPConnection("127.0.0.1", mirror.port, timeout=CLIENT_TIMEOUT)
+    try:
+        connection.connect()
+        if start is not None:
+            # Connected; now all clients send their requests together.
+            start.wait(CLIENT_TIMEOUT)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        hasher, length = hashlib.sha256(), 0
+        while chunk := response.read(256 * 1024):
+            hasher.update(chunk)
+            length += len(chunk)
+        return Received(response.status, length, "sha256:" + hasher.hexdigest())
+    finally:
+        connection.close()
+
+
+def test_concurrent_cold_requests_share_one_upstream_fetch(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    blob = publisher.blob(f"org/{unique('big')}", 16 * MiB)
+    # Paced at 16 MiB/s the upstream fetch lasts at least a second, so all
+    # twenty requests (sent within milliseconds) arrive while it runs.
+    link = SlowLink(upstream.port, bytes_per_second=16 * MiB)
+    try:
+        mirror = start_mirror(upstream_url=link.url)
+        start = threading.Barrier(CLIENTS)
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            received = list(pool.map(lambda _: fetch(mirror, blob.path, start), range(CLIENTS)))
+    finally:
+        link.stop()
+
+    expected = Received(200, len(blob.data), blob.digest)
+    assert received == [expected] * CLIENTS
+    assert upstream.fetches(blob.path) == 1
+
+
+def test_restarted_mirror_serves_its_cache_without_upstream(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    issuer: TokenIssuer,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    blob = publisher.blob(f"org/{unique('kept')}", 5 * MiB + 123)
+    expected = Received(200, len(blob.data), blob.digest)
+    first = start_mirror()
+    assert fetch(first, blob.path) == expected
+    assert upstream.fetches(blob.path) == 1
+    first.stop()
+
+    second = start_mirror(cache_dir=first.cache_dir)
+    mark, tokens = upstream.mark(), issuer.count()
+    assert fetch(second, blob.path) == expected
+
+    assert upstream.requests(mark) == []
+    assert issuer.count() == tokens

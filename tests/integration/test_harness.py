@@ -1,0 +1,124 @@
+"""The harness itself, against the upstream directly (no mirror).
+
+If these fail, the mirror tests' verdicts mean nothing: the upstream must
+really demand tokens, hold what we pushed byte for byte, serve real clients,
+and its access log must count what they fetched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from harness.dockerd import Dockerd
+from harness.client import RegistryClient, parse_bearer_challenge, request
+from harness.oci import FOREIGN, HOST, MiB
+from harness.publish import Publisher
+from harness.registry import UpstreamRegistry
+from harness.skopeo import Skopeo
+from harness.slowlink import SlowLink
+from harness.tokens import PUSHER, SERVICE, TokenIssuer
+from harness.verify import assert_dir_copy
+
+pytestmark = pytest.mark.integration
+
+
+def test_upstream_demands_a_bearer_token(upstream: UpstreamRegistry, issuer: TokenIssuer) -> None:
+    answer = request(f"{upstream.url}/v2/")
+    assert answer.status == 401
+    challenge = parse_bearer_challenge(answer.headers["www-authenticate"])
+    assert challenge == {"realm": issuer.realm, "service": SERVICE}
+
+    before = issuer.count()
+    assert RegistryClient(upstream.url).request("GET", "/v2/").status == 200
+    assert issuer.count() == before + 1
+
+
+def test_anonymous_tokens_cannot_push(
+    upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    name = f"org/{unique('denied')}"
+    scope = f"repository:{name}:pull,push"
+    anonymous = RegistryClient(upstream.url).request(
+        "POST", f"/v2/{name}/blobs/uploads/", scope=scope
+    )
+    assert anonymous.status == 401
+    pusher = RegistryClient(upstream.url, PUSHER).request(
+        "POST", f"/v2/{name}/blobs/uploads/", scope=scope
+    )
+    assert pusher.status == 202
+
+
+def test_skopeo_pulls_what_was_pushed_and_the_log_counts_it(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    skopeo: Skopeo,
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    image = publisher.image(
+        f"org/{unique('multi')}",
+        "v1",
+        {HOST: (1 * MiB, 2 * MiB), FOREIGN: (1 * MiB, 3 * MiB)},
+    )
+    out = tmp_path / "out"
+    skopeo.pull_to_dir(upstream.host, image.reference, out)
+    assert_dir_copy(out, image)
+    for blob in image.blobs():
+        assert upstream.blob_fetches(image.name, blob.digest) == 1, blob
+
+
+def test_raw_blob_upload(
+    publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    blob = publisher.blob(f"org/{unique('raw')}", 3 * MiB + 17)
+    scope = f"repository:{blob.name}:pull"
+    answer = RegistryClient(upstream.url).request("GET", blob.path, scope=scope)
+    assert (answer.status, answer.body) == (200, blob.data)
+    # The 401 challenge, then the retry with a token: one fetch.
+    assert upstream.count("GET", blob.path) == 2
+    assert upstream.fetches(blob.path) == 1
+
+
+def test_slow_link_paces_the_upstream(
+    publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    blob = publisher.blob(f"org/{unique('paced')}", 2 * MiB)
+    link = SlowLink(upstream.port, bytes_per_second=4 * MiB)
+    try:
+        started = time.monotonic()
+        answer = RegistryClient(link.url).request(
+            "GET", blob.path, scope=f"repository:{blob.name}:pull"
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        link.stop()
+    assert answer.body == blob.data
+    assert elapsed >= 0.45
+
+
+def test_dockerd_pulls_from_the_upstream_directly(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_dockerd: Callable[..., Dockerd],
+    unique: Callable[[str], str],
+) -> None:
+    """The images are real enough for dockerd (diff_ids, platforms)."""
+    image = publisher.image(
+        f"org/{unique('direct')}",
+        "v1",
+        {HOST: (1 * MiB, 2 * MiB), FOREIGN: (1 * MiB,)},
+    )
+    daemon = start_dockerd(insecure=[upstream.host])
+    reference = f"{upstream.host}/{image.reference}"
+    daemon.pull(reference)
+    assert daemon.repo_digests(reference) == [
+        f"{upstream.host}/{image.name}@{image.digest}"
+    ]
+    amd64 = image.for_platform(HOST)
+    for blob in amd64.layers:
+        assert upstream.blob_fetches(image.name, blob.digest) == 1
+    for blob in image.for_platform(FOREIGN).layers:
+        assert upstream.blob_fetches(image.name, blob.digest) == 0

@@ -1,0 +1,155 @@
+"""The mirror wired to the fake registry, synchronously, for unit tests.
+
+Upstream is `FakeRegistry` behind StubTreq; time is a `Clock`; blocking file
+work runs inline (the service runs it in a thread pool); clients are real
+HTTP channels of the mirror's Site over StringTransports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from mirrorproxy.channel import MirrorSite
+from mirrorproxy.config import Settings, Timeouts, UpstreamRegistry
+from mirrorproxy.mirror import Mirror, Router
+from mirrorproxy.resource import RegistryRoot
+from mirrorproxy.service import build_mirror
+from mirrorproxy.store import FilesystemStore
+
+from ..fakeregistry import UPSTREAM_URL, FakeRegistry
+
+
+def run_inline(function: Any, *args: Any) -> Deferred[Any]:
+    return maybeDeferred(function, *args)
+
+
+@define
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    complete: bool  # the whole body, as framed by Content-Length or chunks
+    aborted: bool
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+def parse_response(raw: bytes, aborted: bool) -> Response | None:
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body, complete = b"", False
+        while True:
+            size_line, sep, after = rest.partition(b"\r\n")
+            if not sep:
+                break
+            size = int(size_line, 16)
+            if size == 0:
+                complete = after.startswith(b"\r\n")
+                break
+            if len(after) < size + 2:
+                body += after[:size]
+                break
+            body += after[:size]
+            rest = after[size + 2 :]
+        return Response(status, headers, body, complete, aborted)
+    length = int(headers.get("content-length", "0"))
+    return Response(status, headers, rest, len(rest) == length, aborted)
+
+
+@define(eq=False)
+class Client:
+    """One client connection to the mirror."""
+
+    transport: StringTransport
+    protocol: Any
+
+    def response(self) -> Response | None:
+        return parse_response(self.transport.value(), self.transport.disconnected)
+
+    def pause(self) -> None:
+        self.transport.producer.pauseProducing()
+
+    def resume(self) -> None:
+        self.transport.producer.resumeProducing()
+
+    def disconnect(self) -> None:
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+
+
+@define(eq=False, slots=False)
+class Harness:
+    cache_dir: str
+    registry: FakeRegistry = field(factory=FakeRegistry)
+    clock: Clock = field(factory=Clock)
+    tag_ttl: float = 300.0
+    upstream_url: str = UPSTREAM_URL
+    timeouts: Timeouts = field(factory=Timeouts)
+
+    def __attrs_post_init__(self) -> None:
+        self.stub = StubTreq(self.registry)
+        self.settings = Settings(
+            upstream=UpstreamRegistry.from_url(self.upstream_url),
+            cache_dir=self.cache_dir,
+            tag_ttl=self.tag_ttl,
+            timeouts=self.timeouts,
+        )
+        self.store = FilesystemStore(self.cache_dir, run_inline)
+        self.store.prepare()
+        self.mirror: Mirror = build_mirror(self.settings, self.stub, self.clock, run_inline)  # type: ignore[arg-type]
+        self.site = MirrorSite(RegistryRoot(Router([self.mirror])), reactor=self.clock)
+
+    def connect(self) -> Client:
+        protocol = self.site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return Client(transport, protocol)
+
+    def send(self, method: str, path: str, headers: dict[str, str] | None = None) -> Client:
+        client = self.connect()
+        lines = [f"{method} {path} HTTP/1.1", "Host: mirror.test"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        client.protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        return client
+
+    def pump(self, rounds: int = 10_000) -> None:
+        """Move bytes until upstream has nothing more to send."""
+        self.stub.flush()
+        for _ in range(rounds):
+            moved = self.registry.tick()
+            self.stub.flush()
+            if not moved:
+                break
+        self.stub.flush()
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
+        client = self.send(method, path, headers)
+        self.pump()
+        response = client.response()
+        assert response is not None, f"no response to {method} {path}: {client.transport.value()[:200]!r}"
+        return response
+
+    def get(self, path: str, **headers: str) -> Response:
+        return self.request("GET", path, {k.replace("_", "-"): v for k, v in headers.items()})
+
+    def head(self, path: str, **headers: str) -> Response:
+        return self.request("HEAD", path, {k.replace("_", "-"): v for k, v in headers.items()})
