@@ -225,6 +225,7 @@ class FakeRegistry(Resource):
             request.channel.transport.loseConnection()
             return NOT_DONE_YET
         body = HeldBody(request, data)
+        request.write(b"")  # the headers go now, the body when ticked or sent
         if digest in self.hold:
             self.held[digest] = body
         else:

@@ -29,6 +29,26 @@ def run_inline(function: Any, *args: Any) -> Deferred[Any]:
     return maybeDeferred(function, *args)
 
 
+@define(eq=False)
+class ManualRunner:
+    """A thread pool that runs nothing until the test says so."""
+
+    jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = field(factory=list)
+
+    def __call__(self, function: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.jobs.append((function, args, d))
+        return d
+
+    def run_all(self) -> int:
+        count = 0
+        while self.jobs:
+            function, args, d = self.jobs.pop(0)
+            maybeDeferred(function, *args).chainDeferred(d)
+            count += 1
+        return count
+
+
 @define
 class Response:
     status: int
@@ -104,6 +124,7 @@ class Harness:
     tag_ttl: float = 300.0
     upstream_url: str = UPSTREAM_URL
     timeouts: Timeouts = field(factory=Timeouts)
+    run: Any = run_inline
 
     def __attrs_post_init__(self) -> None:
         self.stub = StubTreq(self.registry)
@@ -113,9 +134,9 @@ class Harness:
             tag_ttl=self.tag_ttl,
             timeouts=self.timeouts,
         )
-        self.store = FilesystemStore(self.cache_dir, run_inline)
+        self.store = FilesystemStore(self.cache_dir, self.run)
         self.store.prepare()
-        self.mirror: Mirror = build_mirror(self.settings, self.stub, self.clock, run_inline)  # type: ignore[arg-type]
+        self.mirror: Mirror = build_mirror(self.settings, self.stub, self.clock, self.run)  # type: ignore[arg-type]
         self.site = MirrorSite(RegistryRoot(Router([self.mirror])), reactor=self.clock)
 
     def connect(self) -> Client:
