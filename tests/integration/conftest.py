@@ -14,22 +14,23 @@ to its report.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-# Plain asserts in the harness's checking helpers report like test asserts.
-pytest.register_assert_rewrite("harness.verify")
+from .harness.dockerd import Dockerd
+from .harness.mirror import Mirror, MirrorFactory
+from .harness.processes import tail
+from .harness.publish import Publisher
+from .harness.registry import UpstreamRegistry
+from .harness.skopeo import Skopeo
+from .harness.tokens import TokenIssuer
+from .harness.tools import require_root, require_tool
 
-from harness.dockerd import Dockerd
-from harness.mirror import Mirror, MirrorFactory
-from harness.processes import tail
-from harness.publish import Publisher
-from harness.registry import UpstreamRegistry
-from harness.skopeo import Skopeo
-from harness.tokens import TokenIssuer
-from harness.tools import require_root, require_tool
+# Plain asserts in the harness's checking helpers report like test asserts
+# (registered before any test module imports harness.verify).
+pytest.register_assert_rewrite(f"{__package__}.harness.verify")
 
 _LOGS = pytest.StashKey[list[tuple[str, Path]]]()
 
@@ -39,13 +40,15 @@ def show_log_on_failure(request: pytest.FixtureRequest, title: str, path: Path) 
     request.node.stash.setdefault(_LOGS, []).append((title, path))
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if report.failed and report.when in ("setup", "call"):
         for title, path in item.stash.get(_LOGS, []):
             report.sections.append((f"{title}: {path}", tail(path)))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +74,7 @@ def upstream_registry(
 def upstream(
     upstream_registry: UpstreamRegistry, request: pytest.FixtureRequest
 ) -> UpstreamRegistry:
-    """The shared upstream registry, its logs shown if this test fails."""
+    """The shared upstream registry, its access log shown if this test fails."""
     show_log_on_failure(request, "upstream access log", upstream_registry.access_log)
     return upstream_registry
 
@@ -136,7 +139,9 @@ def mirror(start_mirror: MirrorFactory) -> Mirror:
 
 
 @pytest.fixture
-def start_dockerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Dockerd]]:
+def start_dockerd(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Dockerd]]:
     """Start a private dockerd: ``start_dockerd(mirrors=[url], insecure=[host])``."""
     require_root("dockerd")
     dockerd_binary = require_tool("dockerd", "docker.io")

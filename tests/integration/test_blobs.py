@@ -1,5 +1,6 @@
 """Blobs through the mirror over plain HTTP: many cold clients share one
-upstream fetch, and the cache outlives the process."""
+upstream fetch, the cache outlives the process, and configured credentials
+reach the upstream's token service."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from attrs import frozen
-from harness.mirror import Mirror, MirrorFactory
-from harness.oci import MiB
-from harness.publish import Publisher
-from harness.registry import UpstreamRegistry
-from harness.slowlink import SlowLink
-from harness.tokens import TokenIssuer
+
+from .harness.mirror import Mirror, MirrorFactory
+from .harness.oci import MiB
+from .harness.publish import Publisher
+from .harness.registry import UpstreamRegistry
+from .harness.slowlink import SlowLink
+from .harness.tokens import PUSHER, TokenIssuer
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +95,19 @@ def test_restarted_mirror_serves_its_cache_without_upstream(
 
     assert upstream.requests(mark) == []
     assert issuer.count() == tokens
+
+
+def test_configured_credentials_reach_the_token_service(
+    publisher: Publisher,
+    issuer: TokenIssuer,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    """Credentials in the mirror's environment authenticate its token
+    requests (Docker Hub's higher limits for accounts)."""
+    blob = publisher.blob(f"org/{unique('account')}", 1 * MiB)
+    mirror = start_mirror(credentials=PUSHER)
+
+    assert fetch(mirror, blob.path) == Received(200, len(blob.data), blob.digest)
+    asked = [r for r in issuer.requests() if f"repository:{blob.name}:pull" in r.scopes]
+    assert [(r.username, r.status) for r in asked] == [(PUSHER[0], 200)]

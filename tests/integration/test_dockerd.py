@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness.dockerd import Dockerd
-from harness.oci import FOREIGN, HOST, MiB
-from harness.publish import Publisher
-from harness.registry import UpstreamRegistry
+
+from .harness.dockerd import Dockerd
+from .harness.oci import FOREIGN, HOST, MiB
+from .harness.publish import Publisher
+from .harness.registry import UpstreamRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +24,7 @@ def test_pull_official_single_platform_image(
 ) -> None:
     name = unique("single")
     # An official image: pulled as NAME, asked of the mirror as library/NAME.
-    image = publisher.image(
-        f"library/{name}", "v1", {HOST: (1 * MiB, 3 * MiB, 8 * MiB, 2 * MiB)}
-    )
+    image = publisher.image(f"library/{name}", "v1", {HOST: (1 * MiB, 3 * MiB, 8 * MiB, 2 * MiB)})
 
     dockerd.pull(f"{name}:v1")
 

@@ -12,15 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness.dockerd import Dockerd
-from harness.client import RegistryClient, parse_bearer_challenge, request
-from harness.oci import FOREIGN, HOST, MiB
-from harness.publish import Publisher
-from harness.registry import UpstreamRegistry
-from harness.skopeo import Skopeo
-from harness.slowlink import SlowLink
-from harness.tokens import PUSHER, SERVICE, TokenIssuer
-from harness.verify import assert_dir_copy
+
+from .harness.client import RegistryClient, parse_bearer_challenge, request
+from .harness.dockerd import DEAD_END_PROXY, Dockerd
+from .harness.oci import FOREIGN, HOST, MiB
+from .harness.processes import free_port
+from .harness.publish import Publisher
+from .harness.registry import UpstreamRegistry
+from .harness.skopeo import Skopeo
+from .harness.slowlink import SlowLink
+from .harness.tokens import PUSHER, SERVICE, TokenIssuer
+from .harness.verify import assert_dir_copy
 
 pytestmark = pytest.mark.integration
 
@@ -114,11 +116,19 @@ def test_dockerd_pulls_from_the_upstream_directly(
     daemon = start_dockerd(insecure=[upstream.host])
     reference = f"{upstream.host}/{image.reference}"
     daemon.pull(reference)
-    assert daemon.repo_digests(reference) == [
-        f"{upstream.host}/{image.name}@{image.digest}"
-    ]
+    assert daemon.repo_digests(reference) == [f"{upstream.host}/{image.name}@{image.digest}"]
     amd64 = image.for_platform(HOST)
     for blob in amd64.layers:
         assert upstream.blob_fetches(image.name, blob.digest) == 1
     for blob in image.for_platform(FOREIGN).layers:
         assert upstream.blob_fetches(image.name, blob.digest) == 0
+
+
+def test_dockerd_cannot_fall_back_to_docker_hub(start_dockerd: Callable[..., Dockerd]) -> None:
+    """After a mirror fails, dockerd tries registry-1.docker.io; here that
+    attempt dies at a local dead end, so no test passes by reaching out."""
+    daemon = start_dockerd(mirrors=[f"http://127.0.0.1:{free_port()}"])
+    pulled = daemon.run("pull", "nothing:v1", check=False, timeout=60)
+    assert pulled.returncode != 0
+    assert "registry-1.docker.io" in pulled.stderr
+    assert DEAD_END_PROXY.removeprefix("http://") in pulled.stderr

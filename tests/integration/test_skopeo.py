@@ -7,13 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness.mirror import Mirror
-from harness.oci import FOREIGN, HOST, MiB
-from harness.publish import Publisher
-from harness.registry import UpstreamRegistry
-from harness.skopeo import Skopeo
-from harness.tokens import TokenIssuer
-from harness.verify import assert_dir_copy
+
+from .harness.mirror import Mirror
+from .harness.oci import FOREIGN, HOST, MiB
+from .harness.publish import Publisher
+from .harness.registry import UpstreamRegistry
+from .harness.skopeo import Skopeo
+from .harness.tokens import TokenIssuer
+from .harness.verify import assert_dir_copy
 
 pytestmark = pytest.mark.integration
 

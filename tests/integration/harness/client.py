@@ -13,7 +13,6 @@ import http.client
 import json
 import re
 from collections.abc import Mapping
-from typing import IO
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from attrs import define, field, frozen
@@ -36,7 +35,7 @@ def request(
     url: str,
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
-    body: bytes | IO[bytes] | None = None,
+    body: bytes | None = None,
     timeout: float = TIMEOUT,
 ) -> Response:
     """One HTTP request to an http:// URL, the whole body read; no redirects,

@@ -37,6 +37,7 @@ DEAD_END_PROXY = "http://127.0.0.1:9"
 class Dockerd:
     process: Process
     socket: Path
+    work_dir: Path
     runtime_dir: Path
     config_dir: Path
     docker_binary: str
@@ -63,6 +64,8 @@ class Dockerd:
                 {
                     "registry-mirrors": list(mirrors),
                     "insecure-registries": list(insecure_registries),
+                    # Else dockerd 20.10 writes its identity to /etc/docker.
+                    "deprecated-key-path": str(work_dir / "key.json"),
                 }
             )
         )
@@ -85,7 +88,7 @@ class Dockerd:
             NO_PROXY="127.0.0.1,localhost",
         )
         process = Process.start("dockerd", argv, work_dir / "dockerd.log", env=env)
-        daemon = cls(process, socket, runtime_dir, config_dir, docker_binary)
+        daemon = cls(process, socket, work_dir, runtime_dir, config_dir, docker_binary)
         try:
             process.wait_until(daemon._pings, START_TIMEOUT, "answer to 'docker version'")
         except BaseException:
@@ -126,4 +129,16 @@ class Dockerd:
 
     def stop(self) -> None:
         self.process.stop(timeout=30)
+        # A clean exit unmounts everything; a killed dockerd leaves its
+        # data root bind-mounted, which would pin the test's temp dir.
+        for mount_point in _mounts_under(self.work_dir, self.runtime_dir):
+            subprocess.run(["umount", "--lazy", mount_point], check=False, timeout=30)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def _mounts_under(*roots: Path) -> list[str]:
+    """Mount points below ``roots``, deepest first (from /proc/mounts)."""
+    prefixes = [str(root) + "/" for root in roots]
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    return sorted((p for p in points if any(p.startswith(r) for r in prefixes)), reverse=True)

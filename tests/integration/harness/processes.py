@@ -21,13 +21,16 @@ POLL_INTERVAL = 0.05
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1.
 
-    For programs that cannot report the port they bound to 0. The kernel does
-    not hand the same ephemeral port out again straight away, so the window
-    in which another process could take it is small.
+    Only for programs that cannot report the port they bound to 0 (the
+    mirror's command line names its port). Another process could take the
+    port between now and the program's bind; the kernel picks ephemeral ports
+    at random, so that is unlikely, and it shows as a failed start, never as
+    a wrong result.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -112,15 +115,6 @@ class Process:
 
     def tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)
-
-
-def wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``ready`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout}s")
-        time.sleep(POLL_INTERVAL)
 
 
 def child_env(**overrides: str) -> dict[str, str]:

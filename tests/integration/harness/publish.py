@@ -67,8 +67,7 @@ class Publisher:
         found = answer.headers.get("docker-content-digest")
         if answer.status != 200 or found != image.digest:
             raise RuntimeError(
-                f"pushed {image.reference} as {image.digest}, upstream says "
-                f"{answer.status} {found}"
+                f"pushed {image.reference} as {image.digest}, upstream says {answer.status} {found}"
             )
         return image
 

@@ -35,7 +35,8 @@ class SlowLink:
 
     @property
     def port(self) -> int:
-        return self._listener.getsockname()[1]
+        port: int = self._listener.getsockname()[1]
+        return port
 
     @property
     def url(self) -> str:

@@ -54,7 +54,7 @@ class SigningIdentity:
     def generate(cls) -> SigningIdentity:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         certificate = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -146,8 +146,7 @@ class TokenIssuer:
         return sum(
             1
             for r in self.requests()
-            if (username is None or r.username == username)
-            and (scope is None or scope in r.scopes)
+            if (username is None or r.username == username) and (scope is None or scope in r.scopes)
         )
 
     def _record(self, request: TokenRequest) -> None:
@@ -209,10 +208,12 @@ def _handler_for(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             scopes = tuple(s for value in query.get("scope", []) for s in value.split())
             credentials = _basic_credentials(self.headers.get("Authorization"))
             username = credentials[0] if credentials else None
+            body: dict[str, object]
             if url.path != "/token":
                 status, body = HTTPStatus.NOT_FOUND, {"details": "not found"}
             elif credentials is not None and credentials != PUSHER:
-                status, body = HTTPStatus.UNAUTHORIZED, {"details": "incorrect username or password"}
+                status = HTTPStatus.UNAUTHORIZED
+                body = {"details": "incorrect username or password"}
             else:
                 token = issuer.mint(username, service or SERVICE, scopes)
                 status = HTTPStatus.OK
@@ -220,7 +221,7 @@ def _handler_for(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
                     "token": token,
                     "access_token": token,
                     "expires_in": TOKEN_LIFETIME,
-                    "issued_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "issued_at": datetime.datetime.now(datetime.UTC).isoformat(),
                 }
             issuer._record(TokenRequest(username, service, scopes, int(status)))
             payload = json.dumps(body).encode()
