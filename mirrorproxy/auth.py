@@ -29,7 +29,7 @@ log = Logger()
 _PARAM = re.compile(
     r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)'
 )
-_SCHEME = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$)")
+_SCHEME = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$|(?=,))")
 
 DEFAULT_TOKEN_LIFETIME = 60.0
 # Refresh a little early so a token never expires on its way upstream.
@@ -38,7 +38,11 @@ MAX_TOKEN_RESPONSE = 1 << 20
 
 
 class AuthError(Exception):
-    """The token service refused us or answered something unusable."""
+    """No token: the service refused us (`denied`) or answered unusably."""
+
+    def __init__(self, message: str, denied: bool = False) -> None:
+        super().__init__(message)
+        self.denied = denied
 
 
 @frozen
@@ -151,7 +155,7 @@ class Authenticator:
         realm, service, scope = key
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https"):
-            raise AuthError(f"token realm is not an http(s) URL: {realm!r}")
+            raise AuthError(f"token realm is not an http(s) URL: {realm!r}", denied=True)
         query = {}
         if service:
             query["service"] = service
@@ -164,7 +168,9 @@ class Authenticator:
         self.token_requests += 1
         status, body = await self._fetch(url, headers)
         if status != 200:
-            raise AuthError(f"token service {parts.netloc} answered {status}")
+            raise AuthError(
+                f"token service {parts.netloc} answered {status}", denied=status in (401, 403)
+            )
         try:
             document = json.loads(body)
             value = document.get("token") or document.get("access_token")

@@ -22,6 +22,7 @@ from .names import Digest
 from .store import FilesystemStore, StoredManifest, TagRecord
 from .upstream import (
     FetchedManifest,
+    ManifestHead,
     UpstreamClient,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -96,6 +97,7 @@ class ManifestCache:
         self, repository: str, tag: str, accept: list[str], want_body: bool
     ) -> ServedManifest:
         record = await self._store.read_tag(self._registry, repository, tag)
+        head: ManifestHead | None = None
         if record is not None and accepts(accept, record.media_type):
             age = self._clock.seconds() - record.learnt
             if age < self._tag_ttl:
@@ -103,11 +105,11 @@ class ManifestCache:
                 if served is not None:
                     return served
             else:
-                served = await self._revalidate(repository, tag, accept, record, want_body)
+                served, head = await self._revalidate(repository, tag, accept, record, want_body)
                 if served is not None:
                     return served
         if not want_body:
-            served = await self._head_upstream(repository, tag, accept)
+            served = await self._head_upstream(repository, tag, accept, head)
             if served is not None:
                 return served
         fetched = await self._fetch(repository, tag, accept)
@@ -130,12 +132,11 @@ class ManifestCache:
 
     async def _revalidate(
         self, repository: str, tag: str, accept: list[str], record: TagRecord, want_body: bool
-    ) -> ServedManifest | None:
+    ) -> tuple[ServedManifest | None, ManifestHead | None]:
+        """The cached answer if upstream still says so (or cannot say);
+        otherwise what upstream's HEAD said, so nobody asks it twice."""
         try:
-            head = await self._fetches.run(
-                ("HEAD", repository, tag, tuple(accept)),
-                lambda: Deferred.fromCoroutine(self._upstream.head_manifest(repository, tag, accept)),
-            )
+            head = await self._head(repository, tag, accept)
         except (UpstreamUnavailable, UpstreamTimeout, UpstreamRateLimited) as e:
             served = await self._from_record(record, want_body, STALE)
             if served is None:
@@ -146,20 +147,25 @@ class ManifestCache:
                 tag=tag,
                 error=str(e),
             )
-            return served
+            return served, None
         if head.digest != record.digest:
-            return None
+            return None, head
         await self._record(repository, tag, record.digest, record.media_type, record.size)
-        return await self._from_record(record, want_body, REVALIDATED)
+        return await self._from_record(record, want_body, REVALIDATED), head
 
-    async def _head_upstream(
-        self, repository: str, tag: str, accept: list[str]
-    ) -> ServedManifest | None:
-        """Answer a HEAD miss with a HEAD upstream: it downloads nothing."""
-        head = await self._fetches.run(
+    async def _head(self, repository: str, tag: str, accept: list[str]) -> ManifestHead:
+        head: ManifestHead = await self._fetches.run(
             ("HEAD", repository, tag, tuple(accept)),
             lambda: Deferred.fromCoroutine(self._upstream.head_manifest(repository, tag, accept)),
         )
+        return head
+
+    async def _head_upstream(
+        self, repository: str, tag: str, accept: list[str], head: ManifestHead | None
+    ) -> ServedManifest | None:
+        """Answer a HEAD miss with a HEAD upstream: it downloads nothing."""
+        if head is None:
+            head = await self._head(repository, tag, accept)
         if head.digest is None or not head.media_type or head.size is None:
             return None
         if _complete_accept(accept):

@@ -208,7 +208,11 @@ class UpstreamClient:
                 request_headers["Authorization"] = authorization
             response = await self._follow(method, url, request_headers, kind)
             if response.code == 401 and attempt == 1:
-                challenge = _header(response, b"www-authenticate") or ""
+                # Several challenges may come in several header lines.
+                challenge = ", ".join(
+                    v.decode("latin-1")
+                    for v in response.headers.getRawHeaders(b"www-authenticate", [])
+                )
                 discard_body(response)
                 if authorization:
                     self._auth.forget(scope)
@@ -223,7 +227,9 @@ class UpstreamClient:
         try:
             return await self._auth.authorization(scope)
         except AuthError as e:
-            raise UpstreamDenied(str(e)) from None
+            if e.denied:
+                raise UpstreamDenied(str(e)) from None
+            raise UpstreamUnavailable(str(e)) from None
         except UpstreamError:
             raise
         except Exception as e:
@@ -232,6 +238,9 @@ class UpstreamClient:
     async def token_fetch(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
         """Fetch a token; the Authenticator's way out to the network."""
         response = await self._follow("GET", url, headers, "token")
+        if response.code == 429:
+            discard_body(response)
+            raise UpstreamRateLimited(_header(response, b"retry-after"))
         try:
             body = await read_body(response, MAX_SMALL_BODY, self._clock, self._timeouts.body_silence)
         except (BodyTooLarge, BodySilent, BodyTruncated) as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..fakeregistry import REGISTRY_HOST, sha256
+from ..fakeregistry import sha256
 
 
 def blob_path(digest: str) -> str:

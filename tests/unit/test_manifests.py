@@ -262,11 +262,6 @@ def test_head_after_ttl_on_changed_tag_reports_the_new_digest(harness):
     assert upstream_gets(harness) == 1  # only the first GET: a HEAD downloads nothing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): manifests._by_tag: after _revalidate's HEAD finds a new digest, a HEAD "
-    "request falls through to _head_upstream and asks upstream the same question again",
-)
 def test_head_after_ttl_on_changed_tag_costs_one_upstream_head(harness):
     harness.registry.add_manifest(REPO, "latest", docker_manifest("old"), DOCKER_MANIFEST)
     harness.get(manifest_path("latest"))
@@ -344,11 +339,6 @@ def test_stale_tag_is_refreshed_once_upstream_recovers(harness):
     assert response.body == new
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a token-service outage surfaces as UpstreamDenied (auth.py _new_token), which "
-    "manifests._revalidate does not treat as a reason to serve stale",
-)
 def test_token_service_outage_after_ttl_serves_cached_tag_stale(harness):
     harness.registry.require_token = True
     body = docker_manifest("one")
