@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -53,7 +53,7 @@ class FillGone(Exception):
     """The fill is over and its file is where the cache keeps it: look there."""
 
 
-def _write_and_hash(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> int:
+def _write_all(fd: int, offset: int, chunks: list[bytes]) -> int:
     written = 0
     for chunk in chunks:
         view = memoryview(chunk)
@@ -61,8 +61,12 @@ def _write_and_hash(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> i
             n = os.pwrite(fd, view, offset + written)
             written += n
             view = view[n:]
-        hasher.update(chunk)
     return written
+
+
+def _hash_all(hasher: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
 
 
 @define(eq=False)
@@ -230,8 +234,14 @@ class Fill:
             self._upstream.resumeProducing()
 
     async def _write(self, chunks: list[bytes]) -> int:
+        # Writing and hashing a batch run side by side on two pool threads
+        # (both release the GIL); batches follow one another, so the hash
+        # still sees the bytes in order.
         assert self._spool is not None
-        written: int = await self._run(_write_and_hash, self._spool.fd, self.written, chunks, self._hasher)
+        writing = ensureDeferred(self._run(_write_all, self._spool.fd, self.written, chunks))
+        hashing = ensureDeferred(self._run(_hash_all, self._hasher, chunks))
+        results = await gatherResults([writing, hashing], consumeErrors=True)
+        written: int = results[0]
         return written
 
     def _wrote(self, count: int) -> None:
