@@ -18,7 +18,14 @@ import os
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    FirstError,
+    ensureDeferred,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -240,7 +247,10 @@ class Fill:
         assert self._spool is not None
         writing = ensureDeferred(self._run(_write_all, self._spool.fd, self.written, chunks))
         hashing = ensureDeferred(self._run(_hash_all, self._hasher, chunks))
-        results = await gatherResults([writing, hashing], consumeErrors=True)
+        try:
+            results = await gatherResults([writing, hashing], consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
         written: int = results[0]
         return written
 
