@@ -34,7 +34,7 @@ _SCHEME = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$|(?=,))")
 DEFAULT_TOKEN_LIFETIME = 60.0
 # Refresh a little early so a token never expires on its way upstream.
 _EXPIRY_MARGIN = 0.9
-MAX_TOKEN_RESPONSE = 1 << 20
+_PRUNE_AT = 1024
 
 
 class AuthError(Exception):
@@ -179,7 +179,11 @@ class Authenticator:
             raise AuthError(f"token service {parts.netloc} answered garbage") from None
         if not isinstance(value, str) or not value:
             raise AuthError(f"token service {parts.netloc} sent no token")
-        token = _Token(value, self._clock.seconds() + lifetime * _EXPIRY_MARGIN)
+        now = self._clock.seconds()
+        token = _Token(value, now + lifetime * _EXPIRY_MARGIN)
+        if len(self._tokens) >= _PRUNE_AT:
+            # One token per repository pulled: drop the expired ones now and then.
+            self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
         self._tokens[key] = token
         log.debug("new upstream token for {scope}, {lifetime}s", scope=scope, lifetime=lifetime)
         return token
