@@ -39,6 +39,10 @@ from .upstream import UpstreamClient, content_length
 
 log = Logger()
 
+# An upstream that dies mid-blob is asked for the rest with a Range request,
+# this many times, after these pauses (seconds).
+RESUME_BACKOFF = (0.5, 2.0, 5.0)
+
 # Pause upstream when this much is waiting to be written; resume below LOW.
 QUEUE_HIGH = 4 * 1024 * 1024
 QUEUE_LOW = 1024 * 1024
@@ -120,6 +124,12 @@ class Fill:
     _watchers: list[Deferred[None]] = field(factory=list)
     _ready: list[Deferred[int]] = field(factory=list)
     _start_error: BaseException | None = None
+    _client: UpstreamClient | None = None
+    _repository: str = ""
+    resumes: int = 0
+    upstream_pauses: int = 0  # how often the disk held upstream back
+    _skip: int = 0  # leading bytes to drop: upstream ignored our Range
+    _stalled: bool = False
 
     # -- what followers see (follow.Source) --------------------------------
 
@@ -163,6 +173,7 @@ class Fill:
     # -- the fetch -------------------------------------------------------------
 
     async def run(self, upstream: UpstreamClient, repository: str) -> None:
+        self._client, self._repository = upstream, repository
         try:
             response = await upstream.get_blob(repository, self.digest)
         except Exception as e:
@@ -182,6 +193,8 @@ class Fill:
         self._deliver(response)
 
     def _deliver(self, response: IResponse) -> None:
+        self._body_over = False
+        self._stalled = False
         self._timer = SilenceTimer(self._clock, self._silence, self._silent)
         self._timer.reset()
         response.deliverBody(_ToSpool(self))
@@ -194,6 +207,12 @@ class Fill:
     def _received(self, data: bytes) -> None:
         if self.state != STREAMING:
             return
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+            if not data:
+                return
         self.received += len(data)
         if self.expected is not None and self.received > self.expected:
             self._fail(f"upstream sent more than its Content-Length of {self.expected}")
@@ -203,6 +222,7 @@ class Fill:
         assert self._timer is not None
         if self._queued >= QUEUE_HIGH and not self._upstream_paused and self._upstream is not None:
             self._upstream_paused = True
+            self.upstream_pauses += 1
             self._timer.suspend()
             self._upstream.pauseProducing()
         else:
@@ -210,20 +230,59 @@ class Fill:
         self._write_queued()
 
     def _silent(self) -> None:
-        self._fail(f"upstream went silent for {self._silence:g}s after {self.received} bytes")
+        self._stalled = True
+        if self._upstream is not None:
+            self._upstream.stopProducing()
 
     def _body_ended(self, reason: Failure) -> None:
         self._body_over = True
+        self._upstream = None
+        self._upstream_paused = False
         if self._timer is not None:
             self._timer.stop()
         if self.state != STREAMING:
             return
-        if not ended_cleanly(reason):
-            self._fail(
-                f"upstream connection lost after {self.received} bytes: {reason.getErrorMessage()}"
-            )
+        if self._stalled:
+            self._retry_or_fail(f"upstream went silent for {self._silence:g}s")
+        elif not ended_cleanly(reason):
+            self._retry_or_fail(f"upstream connection lost: {reason.getErrorMessage()}")
+        else:
+            self._maybe_verify()
+
+    def _retry_or_fail(self, why: str) -> None:
+        """Ask upstream for the rest of the blob, or give up after a few tries."""
+        if self.expected is None or self.resumes >= len(RESUME_BACKOFF):
+            self._fail(f"{why} after {self.received} bytes")
             return
-        self._maybe_verify()
+        delay = RESUME_BACKOFF[self.resumes]
+        self.resumes += 1
+        log.warn(
+            "blob {digest}: {reason} after {offset} bytes; resuming in {delay}s (try {attempt})",
+            digest=str(self.digest),
+            reason=why,
+            offset=self.received,
+            delay=delay,
+            attempt=self.resumes,
+        )
+        self._body_over = False  # not over: the rest is coming
+        self._clock.callLater(delay, lambda: Deferred.fromCoroutine(self._resume()))
+
+    async def _resume(self) -> None:
+        if self.state != STREAMING:
+            return
+        assert self._client is not None
+        try:
+            response = await self._client.get_blob(self._repository, self.digest, start=self.received)
+        except Exception as e:
+            self._body_over = True
+            self._retry_or_fail(f"resuming failed: {e}")
+            return
+        if self.state != STREAMING:
+            discard_body(response)
+            return
+        # An upstream that ignores Range sends it all again: drop what we have.
+        self._skip = 0 if response.code == 206 else self.received
+        self._deliver(response)
 
     def _write_queued(self) -> None:
         if self._writing or not self._queue or self.state != STREAMING:
@@ -317,7 +376,7 @@ class Fill:
             )
         if self._timer is not None:
             self._timer.stop()
-        if self._upstream is not None and not self._body_over:
+        if self._upstream is not None:
             self._upstream.stopProducing()
         self._queue = []
         self._notify()

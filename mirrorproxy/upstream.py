@@ -175,9 +175,20 @@ class UpstreamClient:
         discard_body(response)
         return content_length(response)
 
-    async def get_blob(self, repository: str, digest: Digest) -> IResponse:
-        """A 200 response whose body the caller must deliver or discard."""
-        return await self._send("GET", repository, f"blobs/{digest}", "blob")
+    async def get_blob(self, repository: str, digest: Digest, start: int = 0) -> IResponse:
+        """A response whose body the caller must deliver or discard.
+
+        From `start` on, a 206 whose body begins at `start`, or a 200 with the
+        whole blob from an upstream that ignores ranges (the caller skips).
+        """
+        extra = {"Range": f"bytes={start}-"} if start else None
+        response = await self._send("GET", repository, f"blobs/{digest}", "blob", extra=extra)
+        if start and response.code == 206:
+            content_range = _header(response, b"content-range") or ""
+            if not content_range.startswith(f"bytes {start}-"):
+                discard_body(response)
+                raise UpstreamInvalid(f"upstream resumed {digest} at the wrong place: {content_range!r}")
+        return response
 
     async def get_tags(self, repository: str, query: str) -> TagsPage:
         path = "tags/list" + (f"?{query}" if query else "")
@@ -194,13 +205,13 @@ class UpstreamClient:
         path: str,
         kind: str,
         accept: list[str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> IResponse:
         url = f"{self.registry.url}/v2/{repository}/{path}"
         scope = pull_scope(repository)
+        headers = dict(extra or {})
         if kind == "manifest":
-            headers = {"Accept": ", ".join(accept or ALL_MANIFEST_TYPES)}
-        else:
-            headers = {}
+            headers["Accept"] = ", ".join(accept or ALL_MANIFEST_TYPES)
         for attempt in (1, 2):
             authorization = await self._authorization(scope)
             request_headers = dict(headers)

@@ -80,6 +80,8 @@ class FakeRegistry(Resource):
     hold: set[str] = field(factory=set)
     held: dict[str, HeldBody] = field(factory=dict)
     status_override: Callable[[Seen], int | None] | None = None
+    # Whether blob GETs honour `Range: bytes=N-` (Docker Hub's CDN does).
+    honour_ranges: bool = True
     # Blob bodies go out a chunk per `tick`, as from a real network.
     chunk_size: int = 64 * 1024
     streaming: list[HeldBody] = field(factory=list)
@@ -216,8 +218,16 @@ class FakeRegistry(Resource):
             return self._error(request, 404, "BLOB_UNKNOWN", "blob unknown to registry")
         data = self.wrong_bytes.get(digest, self.blobs[digest])
         request.setHeader(b"Content-Type", b"application/octet-stream")
-        request.setHeader(b"Content-Length", str(len(self.blobs[digest])).encode())
         request.setHeader(b"Docker-Content-Digest", digest.encode())
+        wanted = request.getHeader(b"range")
+        if wanted is not None and self.honour_ranges:
+            start = int(wanted.decode().removeprefix("bytes=").rstrip("-"))
+            request.setResponseCode(206)
+            request.setHeader(
+                b"Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}".encode()
+            )
+            data = data[start:]
+        request.setHeader(b"Content-Length", str(len(data)).encode())
         if request.method == b"HEAD":
             return b""
         if digest in self.truncate_at:
