@@ -8,6 +8,7 @@ travel in the environment, never on the command line.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ class Mirror:
     process: Process
     port: int
     cache_dir: Path
+    killed: bool = False
 
     @property
     def host(self) -> str:
@@ -85,8 +87,16 @@ class Mirror:
         except OSError:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.stop()
+        self.killed = True
+
     def stop(self) -> None:
         """Stop the mirror; a clean shutdown must not take long or fail."""
+        if self.killed:
+            return
         status = self.process.stop()
         if status not in (0, -15):
             raise RuntimeError(f"mirror exited with {status}; log tail:\n{self.process.tail()}")
