@@ -58,6 +58,14 @@ def route(path: bytes) -> Route:
     raise RegistryError(404, UNSUPPORTED, "no such API endpoint on this registry mirror")
 
 
+def describe(path: bytes) -> Route:
+    """What a path asked for, for logs: never raises."""
+    try:
+        return route(path)
+    except RegistryError:
+        return Route("invalid")
+
+
 @define(eq=False)
 class _Exchange:
     """One request and whether its client is still there."""
