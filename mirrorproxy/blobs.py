@@ -49,6 +49,8 @@ class BlobCache:
     _fills: dict[Digest, Fill] = field(factory=dict)
     _recent: OrderedDict[Digest, None] = field(factory=OrderedDict)
     outcomes: Counter[str] = field(factory=Counter)
+    # Fills that failed, by why: "upstream", "length", "digest", "disk".
+    failures: Counter[str] = field(factory=Counter)
 
     def _running_fill(self, digest: Digest) -> Fill | None:
         fill = self._fills.get(digest)
@@ -102,7 +104,10 @@ class BlobCache:
     def _fill_over(self, _: object, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:
             del self._fills[fill.digest]
+        if fill.state == "failed" and fill.failure_kind:
+            self.failures[fill.failure_kind] += 1
         if fill.state == "committed":
+            self._store.count_committed(fill.written)
             self._recent[fill.digest] = None
             while len(self._recent) > _RECENT_COMMITS:
                 self._recent.popitem(last=False)

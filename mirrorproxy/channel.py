@@ -9,6 +9,7 @@ never comes, until the client's handshake timeout (10 s per connection).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from twisted.logger import Logger
@@ -54,11 +55,17 @@ class MirrorSite(Site):
     protocol = MirrorChannel  # type: ignore[assignment]
     requestFactory = MirrorRequest
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (endpoint kind, status) -> responses; read by the metrics.
+        self.responses: Counter[tuple[str, int]] = Counter()
+
     def log(self, request: Any) -> None:
         """One event per request, with named fields (JSON with ``--logger``)."""
         from .resource import describe
 
         what = describe(request.path)
+        self.responses[(what.kind, request.code)] += 1
         outcome = request.responseHeaders.getRawHeaders(b"x-cache", [b"-"])[0].decode()
         started = getattr(request, "started_at", 0.0)
         log.info(

@@ -128,6 +128,8 @@ class Fill:
     _repository: str = ""
     resumes: int = 0
     upstream_pauses: int = 0  # how often the disk held upstream back
+    # Why it failed: "upstream", "length", "digest" or "disk".
+    failure_kind: str | None = None
     _skip: int = 0  # leading bytes to drop: upstream ignored our Range
     _stalled: bool = False
 
@@ -184,7 +186,7 @@ class Fill:
             self._spool = await self._store.new_spool()
         except OSError as e:
             discard_body(response)
-            self._fail(f"cannot create a spool file: {e}", start_error=e)
+            self._fail(f"cannot create a spool file: {e}", start_error=e, kind="disk")
             return
         self.state = STREAMING
         ready, self._ready = self._ready, []
@@ -215,7 +217,7 @@ class Fill:
                 return
         self.received += len(data)
         if self.expected is not None and self.received > self.expected:
-            self._fail(f"upstream sent more than its Content-Length of {self.expected}")
+            self._fail(f"upstream sent more than its Content-Length of {self.expected}", kind="length")
             return
         self._queue.append(data)
         self._queued += len(data)
@@ -327,17 +329,17 @@ class Fill:
 
     def _write_failed(self, failure: Failure) -> None:
         self._writing = False
-        self._fail(f"cannot write the spool file: {failure.getErrorMessage()}")
+        self._fail(f"cannot write the spool file: {failure.getErrorMessage()}", kind="disk")
 
     def _maybe_verify(self) -> None:
         if not self._body_over or self._writing or self._queue or self.state != STREAMING:
             return
         if self.expected is not None and self.written != self.expected:
-            self._fail(f"upstream sent {self.written} of {self.expected} bytes")
+            self._fail(f"upstream sent {self.written} of {self.expected} bytes", kind="length")
             return
         actual = self._hasher.hexdigest()
         if actual != self.digest.hex:
-            self._fail(f"content hashes to sha256:{actual}")
+            self._fail(f"content hashes to sha256:{actual}", kind="digest")
             return
         self.state = VERIFIED
         self._notify()
@@ -364,11 +366,14 @@ class Fill:
             )
         self.done.callback(None)
 
-    def _fail(self, reason: str, start_error: BaseException | None = None) -> None:
+    def _fail(
+        self, reason: str, start_error: BaseException | None = None, kind: str = "upstream"
+    ) -> None:
         if self.state in (FAILED, VERIFIED, COMMITTED):
             return
         self.state = FAILED
         self.reason = reason
+        self.failure_kind = kind
         self._start_error = start_error
         if start_error is None:
             log.error(

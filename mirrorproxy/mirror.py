@@ -6,14 +6,16 @@ the `Mirror` of one upstream registry; today there is one.
 
 from __future__ import annotations
 
-from attrs import define
+from collections import Counter
+
+from attrs import define, field
 
 from .blobs import BlobCache
 from .config import UpstreamRegistry
 from .errors import NAME_UNKNOWN, RegistryError
 from .manifests import ManifestCache
 from .names import docker_hub_name
-from .store import Runner
+from .store import FilesystemStore, Runner
 from .tagslist import TagListCache
 from .upstream import UpstreamClient
 
@@ -26,6 +28,9 @@ class Mirror:
     blobs: BlobCache
     tags: TagListCache
     run: Runner
+    store: FilesystemStore
+    # Bytes sent to clients, by where they came from: "cache" or "upstream".
+    served_bytes: Counter[str] = field(factory=Counter)
 
     def canonical_name(self, name: str) -> str:
         return docker_hub_name(name) if self.registry.is_docker_hub else name

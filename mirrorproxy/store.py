@@ -101,6 +101,18 @@ def _sharded(directory: str, digest: Digest) -> str:
 class FilesystemStore:
     root: str
     _run: Runner
+    # What the cache holds (blobs and manifests); None until `measure` ran.
+    bytes: int | None = None
+    entries: int | None = None
+
+    async def measure(self) -> None:
+        """Count the cache once, off the reactor; commits keep the count."""
+        self.bytes, self.entries = await self._run(_measure, self.root)
+
+    def count_committed(self, size: int) -> None:
+        if self.bytes is not None and self.entries is not None:
+            self.bytes += size
+            self.entries += 1
 
     # -- start-up (before the service accepts connections) -----------------
 
@@ -177,6 +189,7 @@ class FilesystemStore:
         # and a type without its manifest is harmless.
         await self._write_file(path + ".type", media_type.encode("utf-8"))
         await self._write_file(path, body)
+        self.count_committed(len(body))
 
     async def read_tag(self, registry: str, repository: str, tag: str) -> TagRecord | None:
         data = await self._run(_read_small, self.tag_path(registry, repository, tag))
@@ -207,6 +220,23 @@ def _open_for_reading(path: str) -> OpenFile | None:
     except FileNotFoundError:
         return None
     return OpenFile(fd, os.fstat(fd).st_size)
+
+
+def _measure(root: str) -> tuple[int, int]:
+    total = entries = 0
+    for directory, _, files in os.walk(root):
+        parts = directory[len(root) :].split(os.sep)
+        if "blobs" not in parts and "manifests" not in parts:
+            continue
+        for name in files:
+            if name.endswith(".type"):
+                continue
+            try:
+                total += os.stat(os.path.join(directory, name)).st_size
+                entries += 1
+            except FileNotFoundError:
+                pass
+    return total, entries
 
 
 def _size(path: str) -> int | None:

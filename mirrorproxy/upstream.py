@@ -117,6 +117,15 @@ class UpstreamClient:
     _timeouts: Timeouts = field(factory=Timeouts)
     # (method, kind, status) -> count; read by tests and, later, metrics.
     requests: Counter[tuple[str, str, int]] = field(factory=Counter)
+    # When upstream last answered, and last failed to; for /readyz.
+    last_answer: float | None = None
+    last_failure: float | None = None
+    # Docker Hub's `ratelimit-remaining` (e.g. "97;w=21600"), latest seen.
+    ratelimit_remaining: int | None = None
+
+    @property
+    def token_requests(self) -> int:
+        return self._auth.token_requests
 
     # -- the registry API ---------------------------------------------------
 
@@ -296,29 +305,39 @@ class UpstreamClient:
             d.cancel()
 
         timer = self._clock.callLater(self._timeouts.headers, on_timeout)
+        where = urlsplit(url).netloc
         try:
             response = await d
         except CancelledError:
-            if timed_out:
-                raise UpstreamTimeout(
-                    f"upstream did not answer within {self._timeouts.headers:g}s"
-                ) from None
-            raise
+            if not timed_out:
+                raise
+            failure: UpstreamError = UpstreamTimeout(
+                f"upstream did not answer within {self._timeouts.headers:g}s"
+            )
         except net_error.TimeoutError:
-            raise UpstreamTimeout("timed out connecting to upstream") from None
+            failure = UpstreamTimeout(f"timed out connecting to {where}")
         except (net_error.ConnectError, net_error.DNSLookupError) as e:
-            raise UpstreamUnavailable(f"cannot reach {urlsplit(url).netloc}: {e}") from None
+            failure = UpstreamUnavailable(f"cannot reach {where}: {e}")
         except ResponseNeverReceived as e:
             if timed_out:
-                raise UpstreamTimeout(
+                failure = UpstreamTimeout(
                     f"upstream did not answer within {self._timeouts.headers:g}s"
-                ) from None
-            raise UpstreamUnavailable(f"no answer from {urlsplit(url).netloc}: {e}") from None
+                )
+            else:
+                failure = UpstreamUnavailable(f"no answer from {where}: {e}")
+        else:
+            self.requests[(method, kind, response.code)] += 1
+            self.last_answer = self._clock.seconds()
+            remaining = _header(response, b"ratelimit-remaining")
+            if remaining and remaining.partition(";")[0].strip().isdigit():
+                self.ratelimit_remaining = int(remaining.partition(";")[0])
+            return response
         finally:
             if timer.active():
                 timer.cancel()
-        self.requests[(method, kind, response.code)] += 1
-        return response
+        self.requests[(method, kind, 0)] += 1
+        self.last_failure = self._clock.seconds()
+        raise failure
 
     async def _read_small(self, response: IResponse, limit: int, what: str) -> bytes:
         try:

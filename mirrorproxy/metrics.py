@@ -1,0 +1,174 @@
+"""Prometheus metrics, /healthz and /readyz, on a listener of their own.
+
+The mirror's parts keep plain counters (no Prometheus types in the core);
+a collector reads them at scrape time, so a scrape costs nothing between
+scrapes and the core stays testable without a metrics registry.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+from attrs import define
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.twisted import MetricsResource
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from .channel import MirrorSite
+from .mirror import Mirror
+
+# How long a "the cache is writable" probe is trusted.
+_CACHE_PROBE_SECONDS = 10.0
+
+
+@define(eq=False)
+class MirrorCollector:
+    """Reads one mirror's counters into metric families."""
+
+    _mirror: Mirror
+    _site: MirrorSite
+
+    def collect(self) -> Iterator[Metric]:
+        mirror = self._mirror
+        requests = CounterMetricFamily(
+            "mirrorproxy_requests", "Client requests by endpoint kind and status.", labels=["kind", "status"]
+        )
+        for (kind, status), count in sorted(self._site.responses.items()):
+            requests.add_metric([kind, str(status)], count)
+        yield requests
+
+        outcomes = CounterMetricFamily(
+            "mirrorproxy_cache_requests",
+            "Manifest and blob answers by cache outcome (HIT, MISS, JOIN, STALE, REVALIDATED).",
+            labels=["kind", "outcome"],
+        )
+        for outcome, count in sorted(mirror.blobs.outcomes.items()):
+            outcomes.add_metric(["blob", outcome], count)
+        for outcome, count in sorted(mirror.manifests.outcomes.items()):
+            outcomes.add_metric(["manifest", outcome], count)
+        yield outcomes
+
+        served = CounterMetricFamily(
+            "mirrorproxy_served_bytes", "Bytes sent to clients, by source.", labels=["source"]
+        )
+        for source in ("cache", "upstream"):
+            served.add_metric([source], mirror.served_bytes[source])
+        yield served
+
+        upstream = CounterMetricFamily(
+            "mirrorproxy_upstream_requests",
+            "Requests to upstream by method, kind and status (0: no answer).",
+            labels=["method", "kind", "status"],
+        )
+        for (method, kind, status), count in sorted(mirror.upstream.requests.items()):
+            upstream.add_metric([method, kind, str(status)], count)
+        yield upstream
+
+        yield CounterMetricFamily(
+            "mirrorproxy_token_fetches", "Token requests to upstream's auth service.",
+            value=mirror.upstream.token_requests,
+        )
+        failures = CounterMetricFamily(
+            "mirrorproxy_fill_failures",
+            "Blob fetches that failed, by why (digest and length: verification failures).",
+            labels=["reason"],
+        )
+        for reason in ("digest", "length", "upstream", "disk"):
+            failures.add_metric([reason], mirror.blobs.failures[reason])
+        yield failures
+
+        yield GaugeMetricFamily(
+            "mirrorproxy_fills_in_flight", "Blob fetches under way.", value=mirror.blobs.fills_in_flight
+        )
+        if mirror.store.bytes is not None:
+            yield GaugeMetricFamily("mirrorproxy_cache_bytes", "Bytes in the cache.", value=mirror.store.bytes)
+            yield GaugeMetricFamily(
+                "mirrorproxy_cache_entries", "Blobs and manifests in the cache.", value=mirror.store.entries
+            )
+        yield CounterMetricFamily("mirrorproxy_evictions", "Blobs evicted from the cache.", value=0)
+        if mirror.upstream.ratelimit_remaining is not None:
+            yield GaugeMetricFamily(
+                "mirrorproxy_upstream_ratelimit_remaining",
+                "Upstream's ratelimit-remaining header (Docker Hub pulls left), latest seen.",
+                value=mirror.upstream.ratelimit_remaining,
+            )
+
+
+class _Text(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self._body = body
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return self._body
+
+
+@define(eq=False)
+class Readiness(Resource):
+    """/readyz: the cache is writable and upstream has not failed since it
+    last answered."""
+
+    _mirror: Mirror
+    _clock: IReactorTime
+    _checked_at: float = -1e9
+    _writable: bool = False
+    isLeaf = True
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def render_GET(self, request: Request) -> int:
+        Deferred.fromCoroutine(self._answer(request))
+        return NOT_DONE_YET
+
+    async def _answer(self, request: Request) -> None:
+        now = self._clock.seconds()
+        if now - self._checked_at > _CACHE_PROBE_SECONDS:
+            self._writable = await self._mirror.run(_probe_writable, os.path.join(self._mirror.store.root, "spool"))
+            self._checked_at = now
+        upstream = self._mirror.upstream
+        reachable = upstream.last_failure is None or (
+            upstream.last_answer is not None and upstream.last_answer >= upstream.last_failure
+        )
+        problems = []
+        if not self._writable:
+            problems.append("cache not writable")
+        if not reachable:
+            problems.append("upstream unreachable")
+        request.setResponseCode(503 if problems else 200)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.write(("; ".join(problems) or "ready").encode() + b"\n")
+        request.finish()
+
+
+def _probe_writable(directory: str) -> bool:
+    path = os.path.join(directory, f"ready-{uuid.uuid4().hex}")
+    try:
+        with open(path, "wb") as f:
+            f.write(b"ok")
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
+def metrics_root(mirror: Mirror, site: MirrorSite, clock: IReactorTime) -> tuple[Resource, CollectorRegistry]:
+    """/metrics, /healthz and /readyz for one mirror."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MirrorCollector(mirror, site))  # type: ignore[arg-type]
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=registry))
+    root.putChild(b"healthz", _Text(b"ok\n"))
+    root.putChild(b"readyz", Readiness(mirror, clock))
+    return root, registry
+
+

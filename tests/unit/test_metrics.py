@@ -1,0 +1,92 @@
+"""Metrics as Prometheus scrapes them, and the health endpoints."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
+
+from mirrorproxy.metrics import metrics_root
+
+from .harness import parse_response
+
+
+def scrape(harness) -> dict[tuple[str, tuple], float]:
+    _, registry = metrics_root(harness.mirror, harness.site, harness.clock)
+    text = generate_latest(registry).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def get(resource, path: str):
+    site = Site(resource)
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(f"GET {path} HTTP/1.1\r\nHost: m\r\n\r\n".encode())
+    return parse_response(transport.value(), False)
+
+
+def test_a_scrape_counts_requests_outcomes_bytes_and_upstream_calls(harness):
+    data = os.urandom(10_000)
+    digest = harness.registry.add_blob(data)
+    path = f"/v2/library/alpine/blobs/{digest}"
+    harness.get(path)
+    harness.get(path)
+    harness.get("/v2/library/alpine/blobs/sha256:" + "0" * 64)
+
+    samples = scrape(harness)
+
+    assert samples[("mirrorproxy_requests_total", (("kind", "blob"), ("status", "200")))] == 2
+    assert samples[("mirrorproxy_requests_total", (("kind", "blob"), ("status", "404")))] == 1
+    assert samples[("mirrorproxy_cache_requests_total", (("kind", "blob"), ("outcome", "HIT")))] == 1
+    assert samples[("mirrorproxy_cache_requests_total", (("kind", "blob"), ("outcome", "MISS")))] == 1
+    assert samples[("mirrorproxy_served_bytes_total", (("source", "cache"),))] == len(data)
+    assert samples[("mirrorproxy_served_bytes_total", (("source", "upstream"),))] == len(data)
+    assert samples[("mirrorproxy_upstream_requests_total", (("kind", "blob"), ("method", "GET"), ("status", "200")))] == 1
+    assert samples[("mirrorproxy_fills_in_flight", ())] == 0
+
+
+def test_a_digest_mismatch_is_counted(harness):
+    data = os.urandom(1000)
+    digest = harness.registry.add_blob(data)
+    harness.registry.wrong_bytes[digest] = b"y" * 1000
+    harness.get(f"/v2/library/alpine/blobs/{digest}")
+
+    assert scrape(harness)[("mirrorproxy_fill_failures_total", (("reason", "digest"),))] == 1
+
+
+def test_docker_hubs_ratelimit_remaining_becomes_a_gauge(harness):
+    original = harness.registry.render
+
+    def render(request):
+        request.setHeader(b"ratelimit-remaining", b"97;w=21600")
+        return original(request)
+
+    harness.registry.render = render
+    digest = harness.registry.add_blob(b"x" * 100)
+    harness.head(f"/v2/library/alpine/blobs/{digest}")
+
+    assert scrape(harness)[("mirrorproxy_upstream_ratelimit_remaining", ())] == 97
+
+
+def test_healthz_and_readyz(harness):
+    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+
+    assert get(root, "/healthz").status == 200
+    ready = get(root, "/readyz")
+    assert (ready.status, ready.body) == (200, b"ready\n")
+
+
+def test_readyz_fails_while_upstream_is_failing(harness):
+    harness.mirror.upstream.last_failure = harness.clock.seconds() + 1
+    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+
+    ready = get(root, "/readyz")
+    assert (ready.status, ready.body) == (503, b"upstream unreachable\n")
