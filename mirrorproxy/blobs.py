@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
 from .follow import CompleteFile, Source
 from .names import Digest
@@ -51,6 +52,19 @@ class BlobCache:
     outcomes: Counter[str] = field(factory=Counter)
     # Fills that failed, by why: "upstream", "length", "digest", "disk".
     failures: Counter[str] = field(factory=Counter)
+    # Responses streaming each digest now: eviction leaves these alone.
+    _serving: Counter[Digest] = field(factory=Counter)
+    evictor: Evictor | None = None
+
+    def in_use(self) -> set[tuple[str, str]]:
+        digests = set(self._fills) | {d for d, n in self._serving.items() if n > 0}
+        return {(self._registry, str(d)) for d in digests}
+
+    def done_with(self, digest: Digest) -> None:
+        """A response that `open` served is over."""
+        self._serving[digest] -= 1
+        if self._serving[digest] <= 0:
+            del self._serving[digest]
 
     def _running_fill(self, digest: Digest) -> Fill | None:
         fill = self._fills.get(digest)
@@ -75,6 +89,9 @@ class BlobCache:
                 opened = await self._store.open_blob(self._registry, digest)
                 if opened is not None:
                     self.outcomes[HIT] += 1
+                    self._serving[digest] += 1
+                    if self.evictor is not None:
+                        self.evictor.touch(self._registry, digest)
                     return OpenBlob(CompleteFile(opened.size), opened.fd, opened.size, HIT)
                 fill = self._running_fill(digest)
             if fill is None and digest in self._recent:
@@ -90,6 +107,7 @@ class BlobCache:
             except FillGone:
                 continue
             self.outcomes[outcome] += 1
+            self._serving[digest] += 1
             return OpenBlob(fill, fd, fill.expected, outcome)
         raise FillFailed(f"blob {digest} came and went from the cache")
 
@@ -108,6 +126,8 @@ class BlobCache:
             self.failures[fill.failure_kind] += 1
         if fill.state == "committed":
             self._store.count_committed(fill.written)
+            if self.evictor is not None:
+                self.evictor.check()
             self._recent[fill.digest] = None
             while len(self._recent) > _RECENT_COMMITS:
                 self._recent.popitem(last=False)

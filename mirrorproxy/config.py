@@ -119,3 +119,5 @@ class Settings:
     tag_ttl: float = field(default=DEFAULT_TAG_TTL, validator=validators.ge(0))
     credentials: Credentials | None = None
     timeouts: Timeouts = field(factory=Timeouts)
+    # Evict least recently used blobs beyond this many bytes; None: no limit.
+    max_cache_size: int | None = None

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .blobs import OpenBlob
 from .errors import NAME_INVALID, UNSUPPORTED, RegistryError, registry_error
 from .follow import FileFollower, abort_connection
 from .mediatypes import parse_accept
@@ -218,6 +219,19 @@ class V2Resource(Resource):
             request.finish()
             return
         opened = await mirror.blobs.open(name, digest)
+        try:
+            await self._stream_blob(exchange, mirror, opened, common)
+        finally:
+            mirror.blobs.done_with(digest)
+
+    async def _stream_blob(
+        self,
+        exchange: _Exchange,
+        mirror: Mirror,
+        opened: OpenBlob,
+        common: list[tuple[bytes, bytes]],
+    ) -> None:
+        request = exchange.request
         if exchange.gone:
             os.close(opened.fd)
             return

@@ -93,11 +93,34 @@ def parse_response(raw: bytes, aborted: bool) -> Response | None:
     return Response(status, headers, rest, len(rest) == length, aborted)
 
 
+class WindowTransport(StringTransport):
+    """A client that stops reading: once `window` bytes sit unread, it
+    pauses its producer, as a socket whose send buffer is full does."""
+
+    def __init__(self, window: int | None = None) -> None:
+        super().__init__()
+        self.window = window
+        self.paused_by_window = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.window is not None and len(self.value()) > self.window and self.producer is not None:
+            if not self.paused_by_window:
+                self.paused_by_window = True
+                self.producer.pauseProducing()
+
+    def open_window(self) -> None:
+        self.window = None
+        if self.paused_by_window and self.producer is not None:
+            self.paused_by_window = False
+            self.producer.resumeProducing()
+
+
 @define(eq=False)
 class Client:
     """One client connection to the mirror."""
 
-    transport: StringTransport
+    transport: WindowTransport
     protocol: Any
 
     def response(self) -> Response | None:
@@ -125,6 +148,7 @@ class Harness:
     upstream_url: str = UPSTREAM_URL
     timeouts: Timeouts = field(factory=Timeouts)
     run: Any = run_inline
+    max_cache_size: int | None = None
 
     def __attrs_post_init__(self) -> None:
         self.stub = StubTreq(self.registry)
@@ -133,15 +157,17 @@ class Harness:
             cache_dir=self.cache_dir,
             tag_ttl=self.tag_ttl,
             timeouts=self.timeouts,
+            max_cache_size=self.max_cache_size,
         )
         self.store = FilesystemStore(self.cache_dir, self.run)
         self.store.prepare()
         self.mirror: Mirror = build_mirror(self.settings, self.stub, self.clock, self.run)  # type: ignore[arg-type]
+        Deferred.fromCoroutine(self.mirror.store.measure())
         self.site = MirrorSite(RegistryRoot(Router([self.mirror])), reactor=self.clock)
 
-    def connect(self) -> Client:
+    def connect(self, window: int | None = None) -> Client:
         protocol = self.site.buildProtocol(None)
-        transport = StringTransport()
+        transport = WindowTransport(window)
         protocol.makeConnection(transport)
         return Client(transport, protocol)
 
