@@ -17,6 +17,8 @@ _DOCKER_HUB_HOSTS = frozenset(
 DEFAULT_LISTEN = "tcp:5000"
 DEFAULT_CACHE_DIR = "mirrorproxy-cache"
 DEFAULT_TAG_TTL = 300.0
+# How long in-flight responses may run on after SIGTERM.
+DEFAULT_DRAIN_TIMEOUT = 30.0
 
 
 class ConfigError(ValueError):
@@ -121,3 +123,14 @@ class Settings:
     timeouts: Timeouts = field(factory=Timeouts)
     # Evict least recently used blobs beyond this many bytes; None: no limit.
     max_cache_size: int | None = None
+    # Endpoints for /metrics, /healthz and /readyz; none by default.
+    metrics_listen: tuple[str, ...] = ()
+    # Egress: an HTTP proxy for upstream (else HTTPS_PROXY etc.), an extra CA
+    # bundle, or (explicitly, logged) no TLS verification at all.
+    upstream_proxy: str | None = None
+    upstream_ca: str | None = None
+    upstream_insecure: bool = False
+    # Client access: an htpasswd file (bcrypt), networks allowed in.
+    htpasswd: str | None = None
+    allow: tuple[str, ...] = ()
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT

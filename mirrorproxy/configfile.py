@@ -15,7 +15,19 @@ import stat
 import tomllib
 from typing import Any, Callable
 
-from .config import ConfigError
+from .config import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_LISTEN,
+    DEFAULT_TAG_TTL,
+    DOCKER_HUB_URL,
+    ConfigError,
+    Credentials,
+    Settings,
+    Timeouts,
+    UpstreamRegistry,
+)
+from .eviction import parse_size
 
 # key -> (type check, what the operator should have written)
 _Check = Callable[[Any], bool]
@@ -47,6 +59,9 @@ TOP_LEVEL: dict[str, tuple[_Check, str]] = {
     "upstream-insecure": (_is_bool, "true or false"),
     "htpasswd": (_is_str, "an htpasswd file path"),
     "allow": (_is_str_list, "a list of CIDR networks"),
+    "max-cache-size": (lambda v: _is_str(v) or (_is_number(v) and v > 0), "a size such as \"50G\""),
+    "metrics-listen": (_is_str_list, "a list of endpoint strings"),
+    "drain-timeout": (_is_number, "a number of seconds"),
 }
 TABLES: dict[str, dict[str, tuple[_Check, str]]] = {
     "upstream-credentials": {
@@ -102,3 +117,51 @@ def _holds_secret(document: dict[str, Any]) -> bool:
     proxy = document.get("upstream-proxy", "")
     # user:password@ in a proxy URL is a secret too.
     return "@" in proxy.partition("://")[2].partition("/")[0]
+
+
+def settings_from(values: dict[str, Any], environ: Any) -> Settings:
+    """Settings from the merged file and command-line values (command line
+    already laid over the file), defaults for the rest, secrets from the
+    environment over the file's."""
+    credentials = Credentials.from_environment(environ)
+    if credentials is None and "upstream-credentials" in values:
+        table = values["upstream-credentials"]
+        if not table.get("username") or not table.get("password"):
+            raise ConfigError("[upstream-credentials] needs both username and password")
+        credentials = Credentials(table["username"], table["password"])
+    timeouts = values.get("timeouts", {})
+    try:
+        tag_ttl = float(values.get("tag-ttl", DEFAULT_TAG_TTL))
+    except (TypeError, ValueError):
+        raise ConfigError(f"tag-ttl must be a number of seconds, not {values['tag-ttl']!r}") from None
+    if not tag_ttl >= 0:
+        raise ConfigError("tag-ttl must not be negative")
+    max_size = values.get("max-cache-size")
+    try:
+        max_cache_size = parse_size(str(max_size)) if max_size is not None else None
+    except ValueError as e:
+        raise ConfigError(f"max-cache-size: {e}") from None
+    try:
+        timeout_values = Timeouts(
+            connect=float(timeouts.get("connect", Timeouts().connect)),
+            headers=float(timeouts.get("headers", Timeouts().headers)),
+            body_silence=float(timeouts.get("body-silence", Timeouts().body_silence)),
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"timeouts: {e}") from None
+    return Settings(
+        listen=tuple(values.get("listen") or (DEFAULT_LISTEN,)),
+        upstream=UpstreamRegistry.from_url(values.get("upstream", DOCKER_HUB_URL)),
+        cache_dir=values.get("cache-dir", DEFAULT_CACHE_DIR),
+        tag_ttl=tag_ttl,
+        credentials=credentials,
+        timeouts=timeout_values,
+        max_cache_size=max_cache_size,
+        metrics_listen=tuple(values.get("metrics-listen") or ()),
+        upstream_proxy=values.get("upstream-proxy"),
+        upstream_ca=values.get("upstream-ca"),
+        upstream_insecure=bool(values.get("upstream-insecure", False)),
+        htpasswd=values.get("htpasswd"),
+        allow=tuple(values.get("allow") or ()),
+        drain_timeout=float(values.get("drain-timeout", DEFAULT_DRAIN_TIMEOUT)),
+    )

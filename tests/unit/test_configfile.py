@@ -1,0 +1,120 @@
+"""The TOML config file: every setting, clear errors, secrets kept close."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mirrorproxy.config import ConfigError
+from mirrorproxy.configfile import read_config, settings_from
+
+
+def write(tmp_path, text: str, mode: int = 0o600) -> str:
+    path = tmp_path / "mirrorproxy.toml"
+    path.write_text(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+FULL = """
+listen = ["tcp:5000", "tcp6:5001"]
+upstream = "http://registry.example:5000"
+cache-dir = "/var/cache/mirrorproxy"
+tag-ttl = 60
+max-cache-size = "50G"
+metrics-listen = ["tcp:9100:interface=127.0.0.1"]
+upstream-proxy = "http://proxy.example:3128"
+upstream-ca = "/etc/ssl/corp.pem"
+upstream-insecure = false
+htpasswd = "/etc/mirrorproxy/htpasswd"
+allow = ["10.0.0.0/8"]
+drain-timeout = 5
+
+[upstream-credentials]
+username = "alice"
+password = "s3cret"
+
+[timeouts]
+connect = 3
+headers = 4
+body-silence = 5
+"""
+
+
+def test_every_setting_reaches_the_settings(tmp_path):
+    settings = settings_from(read_config(write(tmp_path, FULL)), {})
+
+    assert settings.listen == ("tcp:5000", "tcp6:5001")
+    assert settings.upstream.url == "http://registry.example:5000"
+    assert settings.cache_dir == "/var/cache/mirrorproxy"
+    assert settings.tag_ttl == 60
+    assert settings.max_cache_size == 50 << 30
+    assert settings.metrics_listen == ("tcp:9100:interface=127.0.0.1",)
+    assert settings.upstream_proxy == "http://proxy.example:3128"
+    assert settings.upstream_ca == "/etc/ssl/corp.pem"
+    assert settings.htpasswd == "/etc/mirrorproxy/htpasswd"
+    assert settings.allow == ("10.0.0.0/8",)
+    assert settings.drain_timeout == 5
+    assert (settings.credentials.username, settings.credentials.password) == ("alice", "s3cret")
+    assert (settings.timeouts.connect, settings.timeouts.headers, settings.timeouts.body_silence) == (3, 4, 5)
+
+
+def test_the_password_never_shows_in_a_repr(tmp_path):
+    settings = settings_from(read_config(write(tmp_path, FULL)), {})
+    assert "s3cret" not in repr(settings)
+
+
+def test_environment_credentials_win_over_the_files(tmp_path):
+    environ = {"MIRRORPROXY_UPSTREAM_USERNAME": "bob", "MIRRORPROXY_UPSTREAM_PASSWORD": "pw"}
+    settings = settings_from(read_config(write(tmp_path, FULL)), environ)
+    assert settings.credentials.username == "bob"
+
+
+def test_defaults_without_a_file():
+    settings = settings_from({}, {})
+    assert settings.listen == ("tcp:5000",)
+    assert settings.upstream.namespace == "docker.io"
+    assert settings.max_cache_size is None and settings.metrics_listen == ()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('lisen = ["tcp:5000"]', "unknown setting 'lisen'"),
+        ("tag-ttl = \"soon\"", "tag-ttl must be a number of seconds"),
+        ("[timeouts]\nconect = 3", "unknown setting 'timeouts.conect'"),
+        ("listen = \"tcp:5000\"", "listen must be a list of endpoint strings"),
+        ("upstream-insecure = \"yes\"", "upstream-insecure must be true or false"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_mistakes_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        read_config(write(tmp_path, text))
+
+
+def test_a_world_readable_file_with_credentials_is_refused(tmp_path):
+    path = write(tmp_path, '[upstream-credentials]\nusername = "a"\npassword = "b"\n', mode=0o644)
+    with pytest.raises(ConfigError, match="readable by everyone"):
+        read_config(path)
+
+
+def test_a_world_readable_file_with_a_proxy_password_is_refused(tmp_path):
+    path = write(tmp_path, 'upstream-proxy = "http://u:p@proxy:3128"\n', mode=0o644)
+    with pytest.raises(ConfigError, match="readable by everyone"):
+        read_config(path)
+
+
+def test_a_world_readable_file_without_secrets_is_fine(tmp_path):
+    assert read_config(write(tmp_path, "tag-ttl = 10\n", mode=0o644)) == {"tag-ttl": 10}
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        read_config(str(tmp_path / "nope.toml"))
+
+
+def test_a_bad_size(tmp_path):
+    with pytest.raises(ConfigError, match="max-cache-size"):
+        settings_from(read_config(write(tmp_path, 'max-cache-size = "lots"\n')), {})
