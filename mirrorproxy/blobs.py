@@ -68,7 +68,8 @@ class BlobCache:
 
     def _running_fill(self, digest: Digest) -> Fill | None:
         fill = self._fills.get(digest)
-        if fill is None or fill.failed():
+        if fill is None or fill.failed() or fill.relaying:
+            # A relayed fill keeps only what its own clients still need.
             return None
         return fill
 

@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import (
-    Deferred,
-    FirstError,
-    ensureDeferred,
-    fail,
-    gatherResults,
-    succeed,
-)
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -43,6 +37,11 @@ log = Logger()
 # this many times, after these pauses (seconds).
 RESUME_BACKOFF = (0.5, 2.0, 5.0)
 
+# When the cache cannot be written (disk full, read-only), the blob is relayed
+# to its clients from memory instead: at most this much, paced by the slowest.
+TAIL_HIGH = 8 * 1024 * 1024
+TAIL_LOW = 2 * 1024 * 1024
+
 # Pause upstream when this much is waiting to be written; resume below LOW.
 QUEUE_HIGH = 4 * 1024 * 1024
 QUEUE_LOW = 1024 * 1024
@@ -58,6 +57,12 @@ STARTING, STREAMING, VERIFIED, COMMITTED, FAILED = (
 
 class FillFailed(Exception):
     """The fill could not produce a verified blob."""
+
+
+class _WriteFailed(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class FillGone(Exception):
@@ -130,17 +135,63 @@ class Fill:
     upstream_pauses: int = 0  # how often the disk held upstream back
     # Why it failed: "upstream", "length", "digest" or "disk".
     failure_kind: str | None = None
+    hashed: int = 0
+    # Relaying: the spool file could not be written, so bytes past `written`
+    # live in `_tail` (from offset `_tail_start`) until every follower has
+    # sent them; nothing will be committed.
+    relaying: bool = False
+    _tail: deque[bytes] = field(factory=deque)
+    _tail_start: int = 0
+    _tail_bytes: int = 0
+    _positions: dict[int, int] = field(factory=dict)
     _skip: int = 0  # leading bytes to drop: upstream ignored our Range
     _stalled: bool = False
 
     # -- what followers see (follow.Source) --------------------------------
 
     def readable(self) -> int:
+        available = self._tail_start + self._tail_bytes if self.relaying else self.written
         if self.state in (VERIFIED, COMMITTED):
-            return self.written
+            return available
         if self.expected is not None:
-            return min(self.written, self.expected - 1)
+            return min(available, self.expected - 1)
+        return available
+
+    def in_file(self) -> int:
         return self.written
+
+    def memory(self, offset: int, size: int) -> bytes:
+        """Relayed bytes from `offset`: what the spool file could not take."""
+        position = self._tail_start
+        for chunk in self._tail:
+            end = position + len(chunk)
+            if offset < end:
+                start = max(offset - position, 0)
+                return chunk[start : start + size] if offset >= position else b""
+            position = end
+        return b""
+
+    def at(self, follower: object, offset: int) -> None:
+        """A follower has sent everything before `offset`."""
+        self._positions[id(follower)] = offset
+        if self.relaying:
+            self._trim()
+
+    def gone(self, follower: object) -> None:
+        self._positions.pop(id(follower), None)
+        if self.relaying and self.state == STREAMING:
+            if self._positions:
+                self._trim()
+            else:
+                self._fail("every client left a blob that could not be cached", kind="disk")
+
+    def _trim(self) -> None:
+        floor = min(self._positions.values(), default=self._tail_start + self._tail_bytes)
+        while self._tail and self._tail_start + len(self._tail[0]) <= floor:
+            chunk = self._tail.popleft()
+            self._tail_start += len(chunk)
+            self._tail_bytes -= len(chunk)
+        self._maybe_resume()
 
     def finished(self) -> bool:
         return self.state in (VERIFIED, COMMITTED)
@@ -221,8 +272,12 @@ class Fill:
             return
         self._queue.append(data)
         self._queued += len(data)
+        if self.relaying:
+            self._tail.append(data)
+            self._tail_bytes += len(data)
+            self._notify()
         assert self._timer is not None
-        if self._queued >= QUEUE_HIGH and not self._upstream_paused and self._upstream is not None:
+        if self._too_much_waiting() and not self._upstream_paused and self._upstream is not None:
             self._upstream_paused = True
             self.upstream_pauses += 1
             self._timer.suspend()
@@ -230,6 +285,19 @@ class Fill:
         else:
             self._timer.reset()
         self._write_queued()
+
+    def _too_much_waiting(self) -> bool:
+        return self._queued >= QUEUE_HIGH or (self.relaying and self._tail_bytes >= TAIL_HIGH)
+
+    def _maybe_resume(self) -> None:
+        if not self._upstream_paused or self._upstream is None:
+            return
+        if self._queued >= QUEUE_HIGH or (self.relaying and self._tail_bytes > TAIL_LOW):
+            return
+        self._upstream_paused = False
+        assert self._timer is not None
+        self._timer.reset()
+        self._upstream.resumeProducing()
 
     def _silent(self) -> None:
         self._stalled = True
@@ -294,48 +362,75 @@ class Fill:
         self._queued = 0
         self._writing = True
         d = Deferred.fromCoroutine(self._write(chunks))
-        d.addCallbacks(self._wrote, self._write_failed)
-        if self._upstream_paused:
-            self._upstream_paused = False
-            assert self._upstream is not None and self._timer is not None
-            self._timer.reset()
-            self._upstream.resumeProducing()
+        d.addCallbacks(self._wrote, self._write_failed, callbackArgs=(chunks,), errbackArgs=(chunks,))
+        self._maybe_resume()
 
     async def _write(self, chunks: list[bytes]) -> int:
         # Writing and hashing a batch run side by side on two pool threads
         # (both release the GIL); batches follow one another, so the hash
-        # still sees the bytes in order.
+        # still sees the bytes in order.  Both always finish before the next
+        # batch starts, whichever fails.
         assert self._spool is not None
-        writing = ensureDeferred(self._run(_write_all, self._spool.fd, self.written, chunks))
         hashing = ensureDeferred(self._run(_hash_all, self._hasher, chunks))
-        try:
-            results = await gatherResults([writing, hashing], consumeErrors=True)
-        except FirstError as e:
-            e.subFailure.raiseException()
-        written: int = results[0]
-        return written
+        if self.relaying:
+            await hashing
+            return 0
+        writing = ensureDeferred(self._run(_write_all, self._spool.fd, self.written, chunks))
+        (wrote, written), (hashed, failure) = await DeferredList(
+            [writing, hashing], consumeErrors=True
+        )
+        if not hashed:
+            failure.raiseException()
+        if not wrote:
+            raise _WriteFailed(written.value)
+        return int(written)
 
-    def _wrote(self, count: int) -> None:
+    def _wrote(self, count: int, chunks: list[bytes]) -> None:
         self._writing = False
         if self.state == FAILED:
             self._cleanup()
             return
         self.written += count
+        self.hashed += sum(len(c) for c in chunks)
         self._notify()
         if self._queue:
             self._write_queued()
         else:
             self._maybe_verify()
 
-    def _write_failed(self, failure: Failure) -> None:
+    def _write_failed(self, failure: Failure, chunks: list[bytes]) -> None:
         self._writing = False
-        self._fail(f"cannot write the spool file: {failure.getErrorMessage()}", kind="disk")
+        if self.state == FAILED:
+            self._cleanup()
+            return
+        if not failure.check(_WriteFailed):
+            self._fail(f"cannot hash the blob: {failure.getErrorMessage()}", kind="disk")
+            return
+        # The cache cannot take it; the clients still can.  The batch was
+        # hashed; it and everything after it is relayed from memory.
+        error = failure.value.error
+        log.error(
+            "cannot write blob {digest} to the cache ({error}): relaying it to its "
+            "clients without caching it",
+            digest=str(self.digest),
+            error=str(error),
+        )
+        self.relaying = True
+        self.hashed += sum(len(c) for c in chunks)
+        self._tail = deque(chunks + self._queue)
+        self._tail_start = self.written
+        self._tail_bytes = sum(len(c) for c in self._tail)
+        self._notify()
+        if self._queue:
+            self._write_queued()
+        else:
+            self._maybe_verify()
 
     def _maybe_verify(self) -> None:
         if not self._body_over or self._writing or self._queue or self.state != STREAMING:
             return
-        if self.expected is not None and self.written != self.expected:
-            self._fail(f"upstream sent {self.written} of {self.expected} bytes", kind="length")
+        if self.expected is not None and self.hashed != self.expected:
+            self._fail(f"upstream sent {self.hashed} of {self.expected} bytes", kind="length")
             return
         actual = self._hasher.hexdigest()
         if actual != self.digest.hex:
@@ -343,7 +438,11 @@ class Fill:
             return
         self.state = VERIFIED
         self._notify()
-        Deferred.fromCoroutine(self._commit())
+        if self.relaying:
+            log.info("relayed blob {digest} uncached ({size} bytes)", digest=str(self.digest), size=self.hashed)
+            self._cleanup()
+        else:
+            Deferred.fromCoroutine(self._commit())
 
     async def _commit(self) -> None:
         assert self._spool is not None

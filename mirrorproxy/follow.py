@@ -43,6 +43,19 @@ class Source(Protocol):
     def changed(self) -> Deferred[None]:
         """Fires at the next change of `readable`, `finished` or `failed`."""
 
+    def in_file(self) -> int:
+        """How many bytes from the start are in the file; the rest of
+        `readable` comes from `memory`."""
+
+    def memory(self, offset: int, size: int) -> bytes:
+        """Up to `size` readable bytes from `offset`, past `in_file`."""
+
+    def at(self, follower: object, offset: int) -> None:
+        """A follower has sent everything before `offset`."""
+
+    def gone(self, follower: object) -> None:
+        """A follower is over."""
+
 
 @define(eq=False)
 class CompleteFile:
@@ -61,6 +74,18 @@ class CompleteFile:
 
     def changed(self) -> Deferred[None]:
         return succeed(None)
+
+    def in_file(self) -> int:
+        return self.size
+
+    def memory(self, offset: int, size: int) -> bytes:
+        return b""
+
+    def at(self, follower: object, offset: int) -> None:
+        pass
+
+    def gone(self, follower: object) -> None:
+        pass
 
 
 def abort_connection(request: Request) -> None:
@@ -95,6 +120,7 @@ class FileFollower:
     def begin(self) -> Deferred[None]:
         """Start streaming; the result fires when this response is over."""
         self._offset = self._start
+        self._source.at(self, self._offset)
         self._request.registerProducer(self, True)
         self._request.notifyFinish().addErrback(self._client_gone)
         self._pump()
@@ -128,8 +154,15 @@ class FileFollower:
                 return
             limit = self._limit()
             if self._offset < limit:
+                in_file = self._source.in_file()
+                if self._offset >= in_file:
+                    # Relayed from memory: the cache could not take these.
+                    size = min(self._chunk_size, limit - self._offset)
+                    if not self._send(self._source.memory(self._offset, size)):
+                        return
+                    continue
                 self._reading = True
-                size = min(self._chunk_size, limit - self._offset)
+                size = min(self._chunk_size, min(limit, in_file) - self._offset)
                 d = Deferred.fromCoroutine(self._read(size))
                 d.addCallbacks(self._got, self._read_failed)
                 return
@@ -149,15 +182,21 @@ class FileFollower:
         if self._done:
             self._close_fd()
             return
+        if self._send(data):
+            self._pump()
+
+    def _send(self, data: bytes) -> bool:
+        """Write the next bytes to the client; False if the response is over."""
         if not data:
-            # The file is shorter than the source says: never pretend.
-            log.error("cached file ended early at {offset}", offset=self._offset)
+            # The content is shorter than the source says: never pretend.
+            log.error("content ended early at {offset}", offset=self._offset)
             self._close("aborted", abort=True)
-            return
+            return False
         self._offset += len(data)
         self.sent += len(data)
         self._request.write(data)
-        self._pump()
+        self._source.at(self, self._offset)
+        return not self._done
 
     def _read_failed(self, failure: Failure) -> None:
         self._reading = False
@@ -183,6 +222,7 @@ class FileFollower:
         if self._done:
             return
         self._done = True
+        self._source.gone(self)
         if not self._reading:
             # Otherwise the read in flight closes it: closing under it could
             # let the descriptor be reused and read from another file.

@@ -365,3 +365,86 @@ def test_upstream_is_paused_while_the_disk_lags(tmp_path):
         harness.pump()
     response = client.response()
     assert response.body == data and response.complete
+
+
+def disk_fills_after(first_writes: int):
+    """A thread pool whose disk is full after `first_writes` spool writes."""
+    import errno
+
+    from .harness import run_inline
+
+    writes = []
+
+    def run(function, *args):
+        if function.__name__ == "_write_all":
+            writes.append(args)
+            if len(writes) > first_writes:
+
+                def full(*_):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+                return run_inline(full)
+        return run_inline(function, *args)
+
+    return run
+
+
+def test_a_full_disk_relays_the_blob_whole_and_caches_nothing(tmp_path):
+    from .harness import Harness
+
+    harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(2))
+    data = os.urandom(1024 * 1024)
+    digest = harness.registry.add_blob(data)
+    harness.registry.hold.add(digest)
+    clients = [harness.send("GET", blob_path(digest)) for _ in range(2)]
+    harness.pump()
+    held = harness.registry.held[digest]
+    while held.sent < len(data):
+        held.send(harness.registry.chunk_size)
+        harness.pump()
+
+    for client in clients:
+        response = client.response()
+        assert response.body == data and response.complete and not response.aborted
+    assert cached_files(harness) == []
+    assert harness.mirror.blobs.failures == {}
+
+
+def test_a_relayed_blob_with_wrong_bytes_is_still_aborted(tmp_path):
+    from .harness import Harness
+
+    harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(1))
+    data = os.urandom(500_000)
+    digest = harness.registry.add_blob(data)
+    harness.registry.wrong_bytes[digest] = os.urandom(len(data))
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+
+    response = client.response()
+    assert response.aborted and not response.complete and len(response.body) < len(data)
+    assert cached_files(harness) == []
+
+
+def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
+    from mirrorproxy.fill import TAIL_HIGH
+    from mirrorproxy.names import Digest
+
+    from .harness import Harness
+
+    harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(0))
+    data = os.urandom(3 * TAIL_HIGH)
+    digest = harness.registry.add_blob(data)
+    harness.registry.hold.add(digest)
+    slow = harness.connect(window=64 * 1024)
+    slow.protocol.dataReceived(f"GET {blob_path(digest)} HTTP/1.1\r\nHost: m\r\n\r\n".encode())
+    harness.pump()
+    held = harness.registry.held[digest]
+    fill = harness.mirror.blobs._fills[Digest.parse(digest)]
+    while held.sent < len(data):
+        held.send(harness.registry.chunk_size)
+        harness.stub.flush()
+
+    assert fill.relaying and fill.upstream_pauses >= 1
+    slow.transport.open_window()
+    harness.pump()
+    assert slow.response().body == data and slow.response().complete
