@@ -15,10 +15,12 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from .access import AccessSettings, guard
 from .auth import Authenticator
 from .blobs import BlobCache
 from .channel import MirrorSite
 from .config import Settings
+from .eviction import Evictor
 from .manifests import ManifestCache
 from .mirror import Mirror, Router
 from .resource import RegistryRoot
@@ -31,6 +33,9 @@ log = Logger()
 # Enough threads for cold reads and fsyncs of many clients at once; file I/O
 # releases the GIL, so these overlap.
 IO_THREADS = 16
+# bcrypt checks of client passwords: few (successes are remembered), slow on
+# purpose, and kept apart so a flood of wrong passwords cannot starve file I/O.
+AUTH_THREADS = 2
 
 
 def build_mirror(settings: Settings, http: HTTPClient, clock: IReactorTime, run: Runner) -> Mirror:
@@ -45,14 +50,18 @@ def build_mirror(settings: Settings, http: HTTPClient, clock: IReactorTime, run:
     auth = Authenticator(fetch_token, clock, settings.credentials)
     client = UpstreamClient(registry, http, clock, auth, settings.timeouts)
     key = registry.cache_key
-    return Mirror(
+    mirror = Mirror(
         registry=registry,
         upstream=client,
         manifests=ManifestCache(key, client, store, clock, settings.tag_ttl),
         blobs=BlobCache(key, client, store, run, clock, settings.timeouts.body_silence),
         tags=TagListCache(client, clock, settings.tag_ttl),
         run=run,
+        store=store,
     )
+    if settings.max_cache_size is not None:
+        mirror.blobs.evictor = Evictor(store, run, settings.max_cache_size, mirror.blobs.in_use)
+    return mirror
 
 
 @define(eq=False)
@@ -77,10 +86,13 @@ class _ConnectionPoolService(Service):
         return self.pool.closeCachedConnections()
 
 
-def make_mirror_service(settings: Settings, reactor: Any) -> tuple[MultiService, MirrorSite]:
+def make_mirror_service(
+    settings: Settings, reactor: Any, access: AccessSettings | None = None
+) -> tuple[MultiService, MirrorSite]:
     """The whole service: the I/O thread pool, the upstream pool, the site.
 
-    Raises store.CacheDirError before anything starts if the cache is unusable.
+    Raises store.CacheDirError before anything starts if the cache is unusable,
+    and access.HtpasswdError if the htpasswd file is.
     """
     top = MultiService()
     threads = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="mirrorproxy-io")
@@ -95,7 +107,12 @@ def make_mirror_service(settings: Settings, reactor: Any) -> tuple[MultiService,
 
     FilesystemStore(settings.cache_dir, run).prepare()
     mirror = build_mirror(settings, http, reactor, run)
-    site = MirrorSite(RegistryRoot(Router([mirror])))
+    root: Any = RegistryRoot(Router([mirror]))
+    if access is not None and access.enabled:
+        checkers = ThreadPool(minthreads=0, maxthreads=AUTH_THREADS, name="mirrorproxy-auth")
+        _ThreadPoolService(checkers).setServiceParent(top)
+        root = guard(root, access, partial(deferToThreadPool, reactor, checkers), reactor)
+    site = MirrorSite(root)
     site.displayTracebacks = False
     log.info(
         "mirroring {upstream} into {cache_dir}",

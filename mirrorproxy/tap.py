@@ -10,6 +10,7 @@ from twisted.application import strports
 from twisted.application.service import IService
 from twisted.python import usage
 
+from .access import AccessSettings
 from .config import (
     DEFAULT_CACHE_DIR,
     DEFAULT_LISTEN,
@@ -34,15 +35,21 @@ class Options(usage.Options):
         ["upstream", None, DOCKER_HUB_URL, "Upstream registry URL (http:// or https://)."],
         ["cache-dir", None, DEFAULT_CACHE_DIR, "Cache directory; created if missing."],
         ["tag-ttl", None, str(int(DEFAULT_TAG_TTL)), "Seconds a tag is served without asking upstream."],
+        ["htpasswd", None, None, "Require Basic credentials matching this htpasswd file (bcrypt: htpasswd -B)."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["allow"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to listen on (repeatable), e.g. tcp:5000 or ssl:443:privateKey=KEY:certKey=CERT. Default tcp:5000."""
         self["listen"].append(endpoint)
+
+    def opt_allow(self, network: str) -> None:
+        """Accept clients from this network only (CIDR, IPv4 or IPv6; repeatable). Default: any."""
+        self["allow"].append(network)
 
     def postOptions(self) -> None:
         try:
@@ -61,6 +68,10 @@ class Options(usage.Options):
             )
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        try:
+            self["access"] = AccessSettings.from_options(self["htpasswd"], self["allow"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -70,8 +81,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     settings: Settings = options["settings"]
     try:
-        top, site = make_mirror_service(settings, reactor)
-    except CacheDirError as e:
+        top, site = make_mirror_service(settings, reactor, options.get("access"))
+    except (CacheDirError, ConfigError) as e:
         # A clear message and exit status, not a traceback, for the operator.
         sys.stderr.write(f"mirrorproxy: {e}\n")
         raise SystemExit(1)
