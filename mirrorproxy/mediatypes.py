@@ -63,3 +63,15 @@ def manifest_media_type(content_type: str | None, body: bytes) -> str | None:
     if document.get("schemaVersion") == 1:
         return DOCKER_SCHEMA1_SIGNED if "signatures" in document else DOCKER_SCHEMA1
     return None
+
+
+def upstream_accept(accepted: list[str]) -> list[str]:
+    """What to ask upstream for on behalf of a client that sent `accepted`.
+
+    A client that takes anything (no Accept, or a wildcard) gets every
+    modern type named: registries answer a bare ``*/*`` as a schema 1
+    client, and distribution refuses OCI manifests to it.
+    """
+    if not accepted or any(a.endswith("/*") for a in accepted):
+        return ALL_MANIFEST_TYPES + [a for a in accepted if a not in ALL_MANIFEST_TYPES]
+    return accepted

@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .blobs import OpenBlob
+from .drain import InFlight
 from .errors import NAME_INVALID, UNSUPPORTED, RegistryError, registry_error
 from .follow import FileFollower, abort_connection
 from .mediatypes import parse_accept
@@ -100,9 +101,9 @@ def write_error(request: Request, error: RegistryError) -> None:
 class RegistryRoot(Resource):
     """The site's root: /v2/ and nothing else."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, in_flight: InFlight | None = None) -> None:
         super().__init__()
-        self.putChild(b"v2", V2Resource(router))
+        self.putChild(b"v2", V2Resource(router, in_flight))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self
@@ -118,11 +119,14 @@ class V2Resource(Resource):
 
     isLeaf = True
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, in_flight: InFlight | None = None) -> None:
         super().__init__()
         self._router = router
+        self._in_flight = in_flight
 
     def render(self, request: Request) -> int:
+        if self._in_flight is not None:
+            self._in_flight.track(request)
         request.setHeader(*API_VERSION)
         exchange = _Exchange(request)
         Deferred.fromCoroutine(self._serve(exchange)).addErrback(self._crashed, exchange)

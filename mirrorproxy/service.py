@@ -8,20 +8,25 @@ from typing import Any
 
 from attrs import define
 from treq.client import HTTPClient
-from twisted.application.service import MultiService, Service
+from twisted.application import strports
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
 
 from .access import AccessSettings, guard
 from .auth import Authenticator
 from .blobs import BlobCache
 from .channel import MirrorSite
 from .config import Settings
+from .drain import GracefulService, InFlight
 from .eviction import Evictor
 from .manifests import ManifestCache
+from .metrics import metrics_root
 from .mirror import Mirror, Router
 from .resource import RegistryRoot
 from .store import FilesystemStore, Runner
@@ -86,37 +91,57 @@ class _ConnectionPoolService(Service):
         return self.pool.closeCachedConnections()
 
 
-def make_mirror_service(
-    settings: Settings, reactor: Any, access: AccessSettings | None = None
-) -> tuple[MultiService, MirrorSite]:
-    """The whole service: the I/O thread pool, the upstream pool, the site.
+def make_mirror_service(settings: Settings, reactor: Any) -> IService:
+    """The whole service: listeners, the I/O thread pool, the upstream pool.
 
-    Raises store.CacheDirError before anything starts if the cache is unusable,
-    and access.HtpasswdError if the htpasswd file is.
+    Raises store.CacheDirError before anything starts if the cache is
+    unusable, and ConfigError if the htpasswd file or a network is.
     """
-    top = MultiService()
+    in_flight = InFlight()
+    top = GracefulService(in_flight, reactor, settings.drain_timeout)
     threads = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="mirrorproxy-io")
-    _ThreadPoolService(threads).setServiceParent(top)
+    top.add_backend(_ThreadPoolService(threads))
     run: Runner = partial(deferToThreadPool, reactor, threads)
 
     connections = HTTPConnectionPool(reactor, persistent=True)
     connections.maxPersistentPerHost = 16
-    _ConnectionPoolService(connections).setServiceParent(top)
+    top.add_backend(_ConnectionPoolService(connections))
     agent = Agent(reactor, pool=connections, connectTimeout=settings.timeouts.connect)
     http = HTTPClient(agent)
 
-    FilesystemStore(settings.cache_dir, run).prepare()
     mirror = build_mirror(settings, http, reactor, run)
-    root: Any = RegistryRoot(Router([mirror]))
-    if access is not None and access.enabled:
+    mirror.store.prepare()
+    top.add_backend(_Measure(mirror.store))
+    root: Any = RegistryRoot(Router([mirror]), in_flight)
+    access = AccessSettings.from_options(settings.htpasswd, settings.allow)
+    if access.enabled:
         checkers = ThreadPool(minthreads=0, maxthreads=AUTH_THREADS, name="mirrorproxy-auth")
-        _ThreadPoolService(checkers).setServiceParent(top)
+        top.add_backend(_ThreadPoolService(checkers))
         root = guard(root, access, partial(deferToThreadPool, reactor, checkers), reactor)
     site = MirrorSite(root)
     site.displayTracebacks = False
+    for endpoint in settings.listen:
+        top.add_listener(strports.service(endpoint, site, reactor=reactor))
+    if settings.metrics_listen:
+        metrics, _ = metrics_root(mirror, site, reactor)
+        for endpoint in settings.metrics_listen:
+            top.add_listener(strports.service(endpoint, Site(metrics), reactor=reactor))
     log.info(
         "mirroring {upstream} into {cache_dir}",
         upstream=settings.upstream.url,
         cache_dir=os.path.abspath(settings.cache_dir),
     )
-    return top, site
+    return top
+
+
+@define(eq=False)
+class _Measure(Service):
+    """Counts what the cache holds once at start, off the reactor."""
+
+    store: FilesystemStore
+
+    def startService(self) -> None:
+        super().startService()
+        Deferred.fromCoroutine(self.store.measure()).addErrback(
+            lambda f: log.failure("cannot measure the cache", f)
+        )

@@ -26,7 +26,7 @@ from twisted.web.iweb import IResponse
 from .auth import AuthError, Authenticator, pull_scope
 from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
 from .config import Timeouts, UpstreamRegistry
-from .mediatypes import ALL_MANIFEST_TYPES, manifest_media_type
+from .mediatypes import manifest_media_type, upstream_accept
 from .names import Digest
 
 log = Logger()
@@ -220,7 +220,7 @@ class UpstreamClient:
         scope = pull_scope(repository)
         headers = dict(extra or {})
         if kind == "manifest":
-            headers["Accept"] = ", ".join(accept or ALL_MANIFEST_TYPES)
+            headers["Accept"] = ", ".join(upstream_accept(accept))
         for attempt in (1, 2):
             authorization = await self._authorization(scope)
             request_headers = dict(headers)

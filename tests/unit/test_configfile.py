@@ -118,3 +118,24 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 def test_a_bad_size(tmp_path):
     with pytest.raises(ConfigError, match="max-cache-size"):
         settings_from(read_config(write(tmp_path, 'max-cache-size = "lots"\n')), {})
+
+
+def test_the_command_line_wins_over_the_file(tmp_path):
+    from mirrorproxy.tap import Options
+
+    path = write(tmp_path, 'tag-ttl = 60\ncache-dir = "/srv/cache"\nlisten = ["tcp:1"]\n')
+    options = Options()
+    options.parseOptions(["--config", path, "--tag-ttl", "5", "--listen", "tcp:2", "--listen", "tcp:3"])
+
+    settings = options["settings"]
+    assert (settings.tag_ttl, settings.cache_dir, settings.listen) == (5, "/srv/cache", ("tcp:2", "tcp:3"))
+
+
+def test_a_bad_config_file_is_a_usage_error_naming_the_key(tmp_path):
+    from twisted.python import usage
+
+    from mirrorproxy.tap import Options
+
+    path = write(tmp_path, "colour = 'blue'\n")
+    with pytest.raises(usage.UsageError, match="unknown setting 'colour'"):
+        Options().parseOptions(["--config", path])

@@ -630,3 +630,18 @@ def test_hung_upstream_without_cache_is_504(slow):
     response = client.response()
     assert response.status == 504
     assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_a_wildcard_accept_asks_upstream_for_every_modern_type(harness):
+    """curl and other clients send */*; upstream must still be asked for
+    OCI and Docker types by name, or distribution answers 404."""
+    import json as _json
+
+    body = _json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}).encode()
+    harness.registry.add_manifest("library/curl", "v1", body, "application/vnd.oci.image.index.v1+json")
+
+    response = harness.get("/v2/library/curl/manifests/v1", accept="*/*")
+
+    assert response.status == 200 and response.body == body
+    sent = [s.headers["accept"] for s in harness.registry.seen if "/manifests/" in s.path][-1]
+    assert "application/vnd.oci.image.index.v1+json" in sent and "*/*" in sent
