@@ -111,3 +111,34 @@ def test_a_mirror_starts_and_serves_its_cache_while_upstream_is_down(
     error = response.read()
     connection.close()
     assert response.status == 502 and b'"UNAVAILABLE"' in error
+
+
+def test_sigterm_lets_a_response_in_flight_finish_and_refuses_new_ones(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    blob = publisher.blob(f"org/{unique('draining')}", 8 * MiB)
+    link = SlowLink(upstream.port, bytes_per_second=4 * MiB)
+    try:
+        mirror = start_mirror(upstream_url=link.url)
+        connection = http.client.HTTPConnection("127.0.0.1", mirror.port, timeout=30)
+        connection.request("GET", blob.path)
+        response = connection.getresponse()
+        first = response.read(1 * MiB)
+
+        mirror.process._popen.send_signal(15)  # SIGTERM, as systemd stops it
+        rest = response.read()
+        connection.close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", mirror.port), timeout=5).close()
+        status = mirror.process._popen.wait(30)
+    finally:
+        link.stop()
+
+    body = first + rest
+    assert (len(body), "sha256:" + hashlib.sha256(body).hexdigest()) == (len(blob.data), blob.digest)
+    # twistd stops cleanly, then exits by the signal it got, as daemons should.
+    assert status == -15
+    assert files_under(mirror.cache_dir / "spool") == []
