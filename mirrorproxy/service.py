@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from .access import AccessSettings, guard
@@ -24,6 +24,7 @@ from .blobs import BlobCache
 from .channel import MirrorSite
 from .config import Settings
 from .drain import GracefulService, InFlight
+from .egress import INSECURE_WARNING, make_agent, proxy_settings
 from .eviction import Evictor
 from .manifests import ManifestCache
 from .metrics import metrics_root
@@ -106,7 +107,21 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     connections = HTTPConnectionPool(reactor, persistent=True)
     connections.maxPersistentPerHost = 16
     top.add_backend(_ConnectionPoolService(connections))
-    agent = Agent(reactor, pool=connections, connectTimeout=settings.timeouts.connect)
+    proxy = proxy_settings(settings.upstream_proxy, os.environ)
+    agent = make_agent(
+        reactor,
+        connections,
+        proxy=proxy,
+        ca_file=settings.upstream_ca,
+        verify=not settings.upstream_insecure,
+        connect_timeout=settings.timeouts.connect,
+    )
+    if proxy is not None:
+        log.info("upstream egress: {routes}", routes=proxy.describe())
+        for note in proxy.notes:
+            log.warn("upstream egress: {note}", note=note)
+    if settings.upstream_insecure:
+        log.warn("{warning}", warning=INSECURE_WARNING)
     http = HTTPClient(agent)
 
     mirror = build_mirror(settings, http, reactor, run)

@@ -16,6 +16,7 @@ from twisted.python import usage
 from .access import AccessSettings
 from .config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_TAG_TTL, DOCKER_HUB_URL, ConfigError, Settings
 from .configfile import read_config, settings_from
+from .egress import proxy_settings, tls_policy
 from .store import CacheDirError
 
 # Options that take one value, by their command-line (and config-file) name.
@@ -73,8 +74,11 @@ class Options(usage.Options):
                 given["upstream-insecure"] = True
             values.update(given)
             self["settings"] = settings = settings_from(values, os.environ)
-            # Bad networks are usage errors now, not surprises at start.
+            # Bad networks, proxies and CA bundles are usage errors now, not
+            # surprises at start.
             self["access"] = AccessSettings.from_options(settings.htpasswd, settings.allow)
+            proxy_settings(settings.upstream_proxy, os.environ)
+            tls_policy(ca_file=settings.upstream_ca, verify=not settings.upstream_insecure)
         except ConfigError as e:
             raise usage.UsageError(str(e))
 

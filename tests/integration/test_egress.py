@@ -1,0 +1,328 @@
+"""Egress through a real forward proxy to a real TLS registry.
+
+The mirror's own upstream client (UpstreamClient + Authenticator, as
+service.build_mirror wires them) runs over `make_agent` in this process,
+against tinyproxy with Basic authentication in front of the reference
+registry serving TLS with a certificate from a throwaway CA. The registry's
+token service is plain http, so a pull uses both routes: CONNECT tunnels to
+the registry and absolute-form requests for tokens.
+
+What a user would notice is asserted: the digests of what was pulled, the
+proxy's log of tunnels and requests (it saw the CONNECT; one tunnel carried
+every registry request), the registry's access log (it saw nothing when TLS
+or the proxy refused), and errors that name the proxy's status or the TLS
+failure without the proxy password. Showing that the registry is unreachable
+without the proxy would need a network namespace; the proxy's log stands in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from attrs import define
+from treq.client import HTTPClient
+from twisted.web.client import HTTPConnectionPool
+
+from mirrorproxy.auth import Authenticator
+from mirrorproxy.config import Timeouts
+from mirrorproxy.config import UpstreamRegistry as Upstream
+from mirrorproxy.egress import ProxySettings, make_agent, proxy_settings
+from mirrorproxy.names import Digest
+from mirrorproxy.upstream import UpstreamClient, UpstreamUnavailable
+
+from ..testca import TestCA
+from .conftest import show_log_on_failure
+from .harness.forwardproxy import ForwardProxy
+from .harness.oci import HOST, Image
+from .harness.publish import ACCEPT_MANIFESTS, Publisher
+from .harness.registry import UpstreamRegistry
+from .harness.tlsregistry import TLSRegistry
+from .harness.tokens import TokenIssuer
+from .harness.tools import require_tool
+
+pytestmark = pytest.mark.integration
+
+PROXY_CREDENTIALS = ("mirror", "proxy-pass-7Qx")
+WRONG_PASSWORD = "not-the-password-3Zk"
+
+
+@pytest.fixture(scope="module")
+def test_ca() -> TestCA:
+    return TestCA.generate()
+
+
+@pytest.fixture(scope="module")
+def tls_registry_process(
+    upstream_registry: UpstreamRegistry,
+    issuer: TokenIssuer,
+    test_ca: TestCA,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TLSRegistry]:
+    binary = require_tool("docker-registry", "docker-registry")
+    registry = TLSRegistry.start(
+        binary, issuer, upstream_registry, test_ca, tmp_path_factory.mktemp("tls-upstream")
+    )
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForwardProxy]:
+    binary = require_tool("tinyproxy", "tinyproxy")
+    proxy = ForwardProxy.start(binary, tmp_path_factory.mktemp("proxy"), PROXY_CREDENTIALS)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def tls_registry(tls_registry_process: TLSRegistry, request: pytest.FixtureRequest) -> TLSRegistry:
+    show_log_on_failure(request, "TLS registry log", tls_registry_process.access.process.log_path)
+    show_log_on_failure(request, "TLS registry access log", tls_registry_process.access.access_log)
+    return tls_registry_process
+
+
+@pytest.fixture
+def proxy(proxy_process: ForwardProxy, request: pytest.FixtureRequest) -> ForwardProxy:
+    show_log_on_failure(request, "tinyproxy log", proxy_process.log_path)
+    return proxy_process
+
+
+@pytest.fixture
+def image(publisher: Publisher, unique: Callable[[str], str]) -> Image:
+    """A small image, pushed to the plain upstream, served by the TLS one too."""
+    return publisher.image(f"egress/{unique('img')}", "v1", {HOST: (96 * 1024, 32 * 1024)})
+
+
+@define(eq=False)
+class Puller:
+    """The mirror's upstream client over `make_agent`, wired as
+    service.build_mirror wires it, on the reactor pytest-twisted runs."""
+
+    client: UpstreamClient
+    pool: HTTPConnectionPool
+
+    @classmethod
+    def build(cls, url: str, **egress: Any) -> Puller:
+        from twisted.internet import reactor
+
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        agent = make_agent(reactor, pool, connect_timeout=10.0, **egress)
+        client: UpstreamClient
+
+        async def fetch_token(token_url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+            return await client.token_fetch(token_url, headers)
+
+        auth = Authenticator(fetch_token, reactor, None)
+        timeouts = Timeouts(connect=10.0, headers=30.0, body_silence=30.0)
+        client = UpstreamClient(Upstream.from_url(url), HTTPClient(agent), reactor, auth, timeouts)
+        return cls(client, pool)
+
+    async def pull(self, image: Image) -> dict[str, str]:
+        """Manifest by tag, then every blob: digest -> sha256 of the bytes that came."""
+        try:
+            manifest = await self.client.get_manifest(
+                image.name, image.tag, ACCEPT_MANIFESTS.split(", ")
+            )
+            pulled = {str(manifest.digest): "sha256:" + hashlib.sha256(manifest.body).hexdigest()}
+            for blob in image.blobs():
+                response = await self.client.get_blob(image.name, Digest.parse(blob.digest))
+                data = await treq.content(response)
+                pulled[blob.digest] = "sha256:" + hashlib.sha256(data).hexdigest()
+            return pulled
+        finally:
+            await self.pool.closeCachedConnections()
+
+    async def refused(self, image: Image) -> str:
+        """Pull, expecting the upstream client's 502-class error; its message."""
+        with pytest.raises(UpstreamUnavailable) as raised:
+            await self.pull(image)
+        return str(raised.value)
+
+
+def whole(image: Image) -> dict[str, str]:
+    return {image.digest: image.digest} | {b.digest: b.digest for b in image.blobs()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_pull_through_the_authenticating_proxy_to_the_tls_registry(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, issuer: TokenIssuer, image: Image
+) -> None:
+    proxy_mark, registry_mark = proxy.mark(), tls_registry.access.mark()
+    tokens_before = issuer.count(scope=f"repository:{image.name}:pull")
+    puller = Puller.build(
+        tls_registry.url,
+        proxy=ProxySettings.from_url(proxy.url()),
+        ca_file=str(tls_registry.ca_bundle),
+    )
+    assert await puller.pull(image) == whole(image)
+
+    # The proxy saw one CONNECT to the registry, and only that: the pooled
+    # tunnel carried every registry request (the 401 challenge, the manifest
+    # and each blob), TLS end to end inside it.
+    registry_requests = tls_registry.access.requests(registry_mark)
+    assert len(registry_requests) == 2 + len(image.blobs())
+    assert proxy.connects(proxy_mark) == [f"localhost:{tls_registry.port}"]
+    # The token came through the proxy too, as an absolute-form request.
+    forwarded = [r for r in proxy.requests(proxy_mark) if r.method != "CONNECT"]
+    assert [r.method for r in forwarded] == ["GET"]
+    assert forwarded[0].target.startswith(issuer.realm + "?")
+    assert issuer.count(scope=f"repository:{image.name}:pull") == tokens_before + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_test_ca_the_registry_certificate_is_refused(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, image: Image
+) -> None:
+    proxy_mark, registry_mark = proxy.mark(), tls_registry.access.mark()
+    puller = Puller.build(tls_registry.url, proxy=ProxySettings.from_url(proxy.url()))
+    message = await puller.refused(image)
+    assert message.startswith(
+        f"cannot reach localhost:{tls_registry.port}: TLS with localhost:{tls_registry.port} "
+        "failed: certificate verify failed (not signed by a trusted CA"
+    ), message
+    # Through the proxy, then refused by our TLS check: the registry answered nothing.
+    assert proxy.connects(proxy_mark) == [f"localhost:{tls_registry.port}"]
+    assert tls_registry.access.requests(registry_mark) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_certificate_must_name_the_host_asked_for(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, image: Image
+) -> None:
+    registry_mark = tls_registry.access.mark()
+    # Same registry, same trusted CA, but asked for by an address that its
+    # certificate (for "localhost" only) does not name.
+    puller = Puller.build(
+        tls_registry.url_by_address,
+        proxy=ProxySettings.from_url(proxy.url()),
+        ca_file=str(tls_registry.ca_bundle),
+    )
+    message = await puller.refused(image)
+    assert message.endswith(
+        f"TLS with 127.0.0.1:{tls_registry.port} failed: its certificate is not valid for that name"
+    ), message
+    assert tls_registry.access.requests(registry_mark) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_proxy_password_fails_with_the_proxy_status(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, image: Image
+) -> None:
+    registry_mark = tls_registry.access.mark()
+    wrong = proxy.url((PROXY_CREDENTIALS[0], WRONG_PASSWORD))
+    puller = Puller.build(
+        tls_registry.url, proxy=ProxySettings.from_url(wrong), ca_file=str(tls_registry.ca_bundle)
+    )
+    message = await puller.refused(image)
+    prefix = f"proxy 127.0.0.1:{proxy.port} answered CONNECT localhost:{tls_registry.port} with "
+    assert prefix in message
+    # 407; tinyproxy 1.11 says 401 to wrong credentials (see harness.forwardproxy).
+    status = message.split(prefix)[1][:3]
+    assert status in ("401", "407"), message
+    assert message.endswith("(it refused the user and password of the proxy URL)"), message
+    assert WRONG_PASSWORD not in message
+    assert tls_registry.access.requests(registry_mark) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_credentials_for_the_proxy_fails_with_407(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, image: Image
+) -> None:
+    puller = Puller.build(
+        tls_registry.url,
+        proxy=ProxySettings.from_url(proxy.url(anonymous=True)),
+        ca_file=str(tls_registry.ca_bundle),
+    )
+    message = await puller.refused(image)
+    assert "with 407 Proxy Authentication Required" in message
+    assert message.endswith("(it wants credentials: put user:password@ in the proxy URL)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_proxy_hosts_are_reached_directly(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, issuer: TokenIssuer, image: Image
+) -> None:
+    environ = {
+        "HTTPS_PROXY": proxy.url(),
+        "HTTP_PROXY": proxy.url(),
+        # The registry by name, the token service by address.
+        "NO_PROXY": "localhost, 127.0.0.1",
+    }
+    settings = proxy_settings(None, environ)
+    assert settings is not None and settings.https is not None
+    proxy_mark, registry_mark = proxy.mark(), tls_registry.access.mark()
+    puller = Puller.build(tls_registry.url, proxy=settings, ca_file=str(tls_registry.ca_bundle))
+    assert await puller.pull(image) == whole(image)
+    assert proxy.requests(proxy_mark) == []
+    assert len(tls_registry.access.requests(registry_mark)) == 2 + len(image.blobs())
+
+
+@pytest_twisted.ensureDeferred
+async def test_insecure_mode_pulls_without_the_ca(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, image: Image
+) -> None:
+    proxy_mark = proxy.mark()
+    puller = Puller.build(tls_registry.url, proxy=ProxySettings.from_url(proxy.url()), verify=False)
+    assert await puller.pull(image) == whole(image)
+    assert proxy.connects(proxy_mark) == [f"localhost:{tls_registry.port}"]
+
+
+def test_the_mirror_pulls_through_the_authenticating_proxy_as_deployed(
+    tls_registry: TLSRegistry,
+    proxy: ForwardProxy,
+    image: Image,
+    skopeo: Any,
+    tmp_path: Any,
+) -> None:
+    """`twistd mirrorproxy --config` as the README's Deploy section sets it
+    up: an https upstream reached only through an authenticating proxy, with
+    a private CA; the proxy password lives in a 0600 config file."""
+    import os
+
+    from .harness.secured import SecuredMirror
+    from .harness.verify import assert_dir_copy
+
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text(
+        f'upstream-proxy = "{proxy.url()}"\n'
+        f'upstream-ca = "{tls_registry.ca_bundle}"\n'
+    )
+    os.chmod(config, 0o600)
+    mirror = SecuredMirror.start(
+        tls_registry.url, tmp_path / "cache", tmp_path / "mirror.log", ["--config", str(config)]
+    )
+    try:
+        proxy_mark = proxy.mark()
+        out = tmp_path / "out"
+        skopeo.pull_to_dir(mirror.host, image.reference, out)
+        assert_dir_copy(out, image)
+        assert f"localhost:{tls_registry.port}" in proxy.connects(proxy_mark)
+        log = (tmp_path / "mirror.log").read_text()
+        assert PROXY_CREDENTIALS[1] not in log
+    finally:
+        mirror.stop()
+
+
+def test_a_world_readable_config_with_a_proxy_password_is_refused(
+    tls_registry: TLSRegistry, proxy: ForwardProxy, tmp_path: Any
+) -> None:
+    import os
+    import subprocess
+
+    from .harness.mirror import twistd
+
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text(f'upstream-proxy = "{proxy.url()}"\n')
+    os.chmod(config, 0o644)
+    result = subprocess.run(
+        [twistd(), "-n", "--pidfile=", "mirrorproxy", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "readable by everyone" in result.stderr + result.stdout
+    assert PROXY_CREDENTIALS[1] not in result.stderr + result.stdout
