@@ -91,7 +91,10 @@ class MirrorCollector:
             yield GaugeMetricFamily(
                 "mirrorproxy_cache_entries", "Blobs and manifests in the cache.", value=mirror.store.entries
             )
-        yield CounterMetricFamily("mirrorproxy_evictions", "Blobs evicted from the cache.", value=0)
+        evictor = mirror.blobs.evictor
+        yield CounterMetricFamily(
+            "mirrorproxy_evictions", "Blobs evicted from the cache.", value=evictor.evicted if evictor else 0
+        )
         if mirror.upstream.ratelimit_remaining is not None:
             yield GaugeMetricFamily(
                 "mirrorproxy_upstream_ratelimit_remaining",

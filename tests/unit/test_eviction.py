@@ -92,3 +92,18 @@ def test_sizes(text, size):
 def test_bad_size():
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_evictions_are_counted_in_the_metrics(tmp_path):
+    from prometheus_client import generate_latest
+
+    from mirrorproxy.metrics import metrics_root
+
+    harness = Harness(str(tmp_path / "cache"), max_cache_size=300 * KiB)
+    for _ in range(3):
+        harness.get(f"/v2/library/a/blobs/{harness.registry.add_blob(os.urandom(200 * KiB))}")
+
+    _, registry = metrics_root(harness.mirror, harness.site, harness.clock)
+    text = generate_latest(registry).decode()
+    assert f"mirrorproxy_evictions_total {float(harness.mirror.blobs.evictor.evicted)}" in text
+    assert harness.mirror.blobs.evictor.evicted >= 2

@@ -58,6 +58,8 @@ def test_no_request_path_touches_anything_outside_the_cache(tmp_path_factory, pa
         assert response.json()["errors"][0]["code"]
     assert sorted(os.listdir(base)) == before
     assert not any(s.path.count("..") for s in harness.registry.seen)
+    # Not an open proxy: whatever the path, only the upstream is contacted.
+    assert {s.host for s in harness.registry.seen} <= {"registry.fake"}
 
 
 _HARNESSES: dict[str, Harness] = {}
