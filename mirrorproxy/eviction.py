@@ -66,8 +66,13 @@ class Evictor:
             log.error("eviction failed: {error}", error=str(result))
 
     async def _evict(self) -> None:
-        target = int(self._max_bytes * LOW_WATER)
+        # Count again first: `mirrorproxy gc`, `purge` and `verify` remove
+        # files behind the service's back.
+        await self._store.measure()
         assert self._store.bytes is not None
+        if self._store.bytes <= self._max_bytes:
+            return
+        target = int(self._max_bytes * LOW_WATER)
         excess = self._store.bytes - target
         protected = {os.path.join(r, "blobs", "sha256", d[7:9], d[7:]) for r, d in self._in_use()}
         removed, freed = await self._run(_evict_oldest, self._store.root, excess, protected)

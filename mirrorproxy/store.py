@@ -223,19 +223,21 @@ def _open_for_reading(path: str) -> OpenFile | None:
 
 
 def _measure(root: str) -> tuple[int, int]:
+    """Bytes and count of the blobs and manifests under each registry."""
     total = entries = 0
-    for directory, _, files in os.walk(root):
-        parts = directory[len(root) :].split(os.sep)
-        if "blobs" not in parts and "manifests" not in parts:
+    for registry in os.listdir(root):
+        if registry in ("spool", "quarantine"):
             continue
-        for name in files:
-            if name.endswith(".type"):
-                continue
-            try:
-                total += os.stat(os.path.join(directory, name)).st_size
-                entries += 1
-            except FileNotFoundError:
-                pass
+        for kind in ("blobs", "manifests"):
+            for directory, _, files in os.walk(os.path.join(root, registry, kind)):
+                for name in files:
+                    if name.endswith(".type"):
+                        continue
+                    try:
+                        total += os.stat(os.path.join(directory, name)).st_size
+                        entries += 1
+                    except FileNotFoundError:
+                        pass
     return total, entries
 
 

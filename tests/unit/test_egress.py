@@ -46,13 +46,13 @@ from mirrorproxy.egress import (
     ProxyTimeout,
     ProxyUnreachable,
     UpstreamTLSError,
-    _PlatformTrustPlus,
     connect_request,
     make_agent,
     proxy_settings,
     read_ca_bundle,
     tls_policy,
 )
+from mirrorproxy.egress.trust import _PlatformTrustPlus
 
 from ..testca import ServerIdentity, TestCA
 

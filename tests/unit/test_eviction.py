@@ -107,3 +107,33 @@ def test_evictions_are_counted_in_the_metrics(tmp_path):
     text = generate_latest(registry).decode()
     assert f"mirrorproxy_evictions_total {float(harness.mirror.blobs.evictor.evicted)}" in text
     assert harness.mirror.blobs.evictor.evicted >= 2
+
+
+def test_files_removed_behind_the_services_back_are_not_counted(tmp_path):
+    """After `mirrorproxy gc` removes files, eviction counts again instead of
+    evicting what the cache no longer holds."""
+    harness = Harness(str(tmp_path / "cache"), max_cache_size=500 * KiB)
+    first = harness.registry.add_blob(os.urandom(200 * KiB))
+    second = harness.registry.add_blob(os.urandom(200 * KiB))
+    harness.get(f"/v2/library/a/blobs/{first}")
+    harness.get(f"/v2/library/a/blobs/{second}")
+    path = harness.mirror.store.blob_path(harness.mirror.registry.cache_key, Digest.parse(first))
+    os.unlink(path)  # as gc would
+
+    third = harness.registry.add_blob(os.urandom(200 * KiB))
+    harness.get(f"/v2/library/a/blobs/{third}")
+
+    assert set(blob_files(harness)) == {second, third}
+    assert harness.mirror.blobs.evictor.evicted == 0
+
+
+def test_quarantined_files_are_not_counted(tmp_path):
+    harness = Harness(str(tmp_path / "cache"))
+    quarantine = tmp_path / "cache" / "quarantine" / "registry.fake" / "blobs" / "sha256" / "ab"
+    quarantine.mkdir(parents=True)
+    (quarantine / ("ab" * 32)).write_bytes(b"x" * 1000)
+
+    from twisted.internet.defer import Deferred
+
+    Deferred.fromCoroutine(harness.mirror.store.measure())
+    assert (harness.mirror.store.bytes, harness.mirror.store.entries) == (0, 0)
