@@ -109,7 +109,9 @@ class FileFollower:
     _start: int
     _end: int | None  # None: to the end, whatever the length turns out to be
     _chunk_size: int = CHUNK_SIZE
-    _offset: int = 0
+    _offset: int = 0  # the next byte to send
+    _next: int = 0  # the next byte to read: _offset plus what is read ahead
+    _ahead: bytes | None = None  # one chunk read while the last one drains
     _paused: bool = False
     _reading: bool = False  # a read is under way in the thread pool
     _waiting: bool = False  # waiting for the source to change
@@ -119,7 +121,7 @@ class FileFollower:
 
     def begin(self) -> Deferred[None]:
         """Start streaming; the result fires when this response is over."""
-        self._offset = self._start
+        self._offset = self._next = self._start
         self._source.at(self, self._offset)
         self._request.registerProducer(self, True)
         self._request.notifyFinish().addErrback(self._client_gone)
@@ -145,25 +147,37 @@ class FileFollower:
         return readable if self._end is None else min(readable, self._end)
 
     def _pump(self) -> None:
+        # Send what was read ahead if the client takes it, then read the next
+        # chunk, even while paused: the disk read then overlaps the socket
+        # draining the last chunk.  At most one chunk waits in memory.
         # request.write() can re-enter pauseProducing; the flags make every
         # path through here safe to repeat.
-        while not (self._paused or self._reading or self._waiting or self._done):
+        while not self._done:
+            if self._ahead is not None:
+                if self._paused:
+                    return
+                data, self._ahead = self._ahead, None
+                if not self._send(data):
+                    return
+                continue
+            if self._reading or self._waiting:
+                return
             if self._source.failed():
                 log.info("aborting a response: its content failed verification or upstream")
                 self._close("aborted", abort=True)
                 return
             limit = self._limit()
-            if self._offset < limit:
+            if self._next < limit:
                 in_file = self._source.in_file()
-                if self._offset >= in_file:
+                if self._next >= in_file:
                     # Relayed from memory: the cache could not take these.
-                    size = min(self._chunk_size, limit - self._offset)
-                    if not self._send(self._source.memory(self._offset, size)):
+                    size = min(self._chunk_size, limit - self._next)
+                    if not self._read_ahead(self._source.memory(self._next, size)):
                         return
                     continue
                 self._reading = True
-                size = min(self._chunk_size, min(limit, in_file) - self._offset)
-                d = Deferred.fromCoroutine(self._read(size))
+                size = min(self._chunk_size, min(limit, in_file) - self._next)
+                d = Deferred.fromCoroutine(self._read(size, self._next))
                 d.addCallbacks(self._got, self._read_failed)
                 return
             if self._source.finished() and (self._end is None or self._offset >= self._end):
@@ -173,8 +187,8 @@ class FileFollower:
             self._source.changed().addBoth(self._source_changed)
             return
 
-    async def _read(self, size: int) -> bytes:
-        data: bytes = await self._run(os.pread, self._fd, size, self._offset)
+    async def _read(self, size: int, offset: int) -> bytes:
+        data: bytes = await self._run(os.pread, self._fd, size, offset)
         return data
 
     def _got(self, data: bytes) -> None:
@@ -182,16 +196,22 @@ class FileFollower:
         if self._done:
             self._close_fd()
             return
-        if self._send(data):
+        if self._read_ahead(data):
             self._pump()
+
+    def _read_ahead(self, data: bytes) -> bool:
+        """Keep the next chunk to send; False if the response is over."""
+        if not data:
+            # The content is shorter than the source says: never pretend.
+            log.error("content ended early at {offset}", offset=self._next)
+            self._close("aborted", abort=True)
+            return False
+        self._next += len(data)
+        self._ahead = data
+        return True
 
     def _send(self, data: bytes) -> bool:
         """Write the next bytes to the client; False if the response is over."""
-        if not data:
-            # The content is shorter than the source says: never pretend.
-            log.error("content ended early at {offset}", offset=self._offset)
-            self._close("aborted", abort=True)
-            return False
         self._offset += len(data)
         self.sent += len(data)
         self._request.write(data)
