@@ -3,6 +3,9 @@
 It owns an EC P-256 root and issues server certificates for given DNS names
 and IP addresses, valid from an hour ago for a day: what a private registry
 or a TLS-intercepting proxy would present, signed by a CA no platform trusts.
+For a server started as a process (the mirror's ``ssl:`` listener) it also
+writes the certificate, its key and the CA's certificate where that server
+and its clients read them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,20 @@ class ServerIdentity:
     def combined_pem(self) -> bytes:
         """Key and certificate in one PEM, as Twisted's PrivateCertificate reads it."""
         return self.key_pem + self.certificate_pem
+
+
+@frozen
+class ServerFiles:
+    """Where a server's key and certificate, and its CA's certificate, are.
+
+    ``key.pem`` and ``cert.pem`` for Twisted's ``ssl:`` endpoint; ``ca.crt``,
+    the name skopeo's ``--src-cert-dir`` and dockerd's ``certs.d/<host:port>/``
+    look for, for clients that verify.
+    """
+
+    key: Path
+    certificate: Path
+    ca_certificate: Path
 
 
 @frozen
@@ -133,3 +150,16 @@ class TestCA:
             .sign(self.key, hashes.SHA256())
         )
         return ServerIdentity(certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+    def issue_server(self, directory: Path, names: tuple[str, ...] = ("localhost",)) -> ServerFiles:
+        """A server certificate for ``names``, 127.0.0.1 and ::1 (where every
+        test connects), written with its key and the CA's certificate into
+        ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        identity = self.issue([*names, "127.0.0.1", "::1"])
+        files = ServerFiles(directory / "key.pem", directory / "cert.pem", directory / "ca.crt")
+        files.key.write_bytes(identity.key_pem)
+        files.key.chmod(0o600)
+        files.certificate.write_bytes(identity.certificate_pem)
+        self.write_bundle(files.ca_certificate)
+        return files

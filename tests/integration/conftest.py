@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ..testca import ServerFiles
 from .harness.dockerd import Dockerd
 from .harness.mirror import Mirror, MirrorFactory
 from .harness.processes import tail
@@ -102,14 +103,18 @@ def start_mirror(
     upstream: UpstreamRegistry, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[MirrorFactory]:
     """Start a mirror: ``start_mirror(cache_dir=..., upstream_url=...,
-    credentials=...)``; defaults are this test's cache dir and the upstream.
-    Starting again with the same cache dir is how a test restarts it."""
+    credentials=..., options=[...], tls=...)``; defaults are this test's
+    cache dir and the upstream, no extra options, plain HTTP. Starting again
+    with the same cache dir is how a test restarts it."""
     started: list[Mirror] = []
 
     def start(
         cache_dir: Path | None = None,
         upstream_url: str | None = None,
         credentials: tuple[str, str] | None = None,
+        *,
+        options: Sequence[str] = (),
+        tls: ServerFiles | None = None,
     ) -> Mirror:
         log_path = tmp_path / f"mirror-{len(started)}.log"
         show_log_on_failure(request, f"mirror #{len(started)} log", log_path)
@@ -118,6 +123,8 @@ def start_mirror(
             cache_dir or tmp_path / "cache",
             log_path,
             credentials,
+            options=options,
+            tls=tls,
         )
         started.append(mirror)
         return mirror

@@ -7,17 +7,16 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .conftest import show_log_on_failure
 from .harness.dockerd import Dockerd
+from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import HOST, MiB
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
-from .harness.secured import SecuredMirror
 from .harness.skopeo import Skopeo
 from .harness.tools import require_tool
 from .harness.verify import assert_dir_copy
@@ -27,9 +26,6 @@ pytestmark = pytest.mark.integration
 ALICE = ("alice", "correct horse battery staple")
 # What the docker CLI keys Docker Hub's credentials under in config.json.
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
-
-StartMirror = Callable[..., SecuredMirror]
-
 
 @pytest.fixture
 def htpasswd_file(tmp_path: Path) -> Path:
@@ -42,25 +38,12 @@ def htpasswd_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_secured(
-    upstream: UpstreamRegistry, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[StartMirror]:
+def start_secured(start_mirror: MirrorFactory) -> MirrorFactory:
     """``start_secured(*options)``: a mirror in front of the upstream."""
-    started: list[SecuredMirror] = []
-
-    def start(*options: str) -> SecuredMirror:
-        log_path = tmp_path / f"secured-mirror-{len(started)}.log"
-        show_log_on_failure(request, f"mirror #{len(started)} log", log_path)
-        mirror = SecuredMirror.start(upstream.url, tmp_path / "cache", log_path, options)
-        started.append(mirror)
-        return mirror
-
-    yield start
-    for mirror in started:
-        mirror.stop()
+    return lambda *options: start_mirror(options=options)
 
 
-def skopeo_copy(skopeo: Skopeo, mirror: SecuredMirror, reference: str, out: Path, *creds: str) -> None:
+def skopeo_copy(skopeo: Skopeo, mirror: Mirror, reference: str, out: Path, *creds: str) -> None:
     skopeo.run(
         "copy",
         "--all",
@@ -74,7 +57,7 @@ def skopeo_copy(skopeo: Skopeo, mirror: SecuredMirror, reference: str, out: Path
 def test_skopeo_with_the_right_credentials_gets_the_image(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    start_secured: StartMirror,
+    start_secured: MirrorFactory,
     htpasswd_file: Path,
     skopeo: Skopeo,
     unique: Callable[[str], str],
@@ -98,7 +81,7 @@ def test_skopeo_with_the_right_credentials_gets_the_image(
 def test_skopeo_without_the_right_credentials_gets_401_and_nothing(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    start_secured: StartMirror,
+    start_secured: MirrorFactory,
     htpasswd_file: Path,
     skopeo: Skopeo,
     unique: Callable[[str], str],
@@ -123,7 +106,7 @@ def test_skopeo_without_the_right_credentials_gets_401_and_nothing(
 
 def test_a_client_outside_the_allowed_networks_gets_403(
     publisher: Publisher,
-    start_secured: StartMirror,
+    start_secured: MirrorFactory,
     skopeo: Skopeo,
     unique: Callable[[str], str],
     tmp_path: Path,
@@ -151,8 +134,11 @@ def test_an_htpasswd_file_with_a_non_bcrypt_entry_stops_the_start(
     htpasswd_file.write_text(htpasswd_file.read_text() + md5 + "\n")
 
     with pytest.raises(RuntimeError, match="exited with 1"):
-        SecuredMirror.start(
-            upstream.url, tmp_path / "cache", tmp_path / "mirror.log", ["--htpasswd", str(htpasswd_file)]
+        Mirror.start(
+            upstream.url,
+            tmp_path / "cache",
+            tmp_path / "mirror.log",
+            options=["--htpasswd", str(htpasswd_file)],
         )
 
     log = (tmp_path / "mirror.log").read_text()
@@ -180,7 +166,7 @@ def store_docker_hub_credentials(daemon: Dockerd, username: str, password: str) 
 def test_dockerd_authenticates_to_the_mirror_with_its_docker_hub_credentials(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    start_secured: StartMirror,
+    start_secured: MirrorFactory,
     start_dockerd: Callable[..., Dockerd],
     htpasswd_file: Path,
     unique: Callable[[str], str],

@@ -5,7 +5,6 @@ reach the upstream's token service."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ class Received:
 
 def fetch(mirror: Mirror, path: str, start: threading.Barrier | None = None) -> Received:
     """GET ``path`` from the mirror, hashing the body as it arrives."""
-    connection = http.client.HTTPConnection("127.0.0.1", mirror.port, timeout=CLIENT_TIMEOUT)
+    connection = mirror.connection(CLIENT_TIMEOUT)
     try:
         connection.connect()
         if start is not None:
@@ -61,14 +60,11 @@ def test_concurrent_cold_requests_share_one_upstream_fetch(
     blob = publisher.blob(f"org/{unique('big')}", 16 * MiB)
     # Paced at 16 MiB/s the upstream fetch lasts at least a second, so all
     # twenty requests (sent within milliseconds) arrive while it runs.
-    link = SlowLink(upstream.port, bytes_per_second=16 * MiB)
-    try:
+    with SlowLink(upstream.port, bytes_per_second=16 * MiB) as link:
         mirror = start_mirror(upstream_url=link.url)
         start = threading.Barrier(CLIENTS)
         with ThreadPoolExecutor(CLIENTS) as pool:
             received = list(pool.map(lambda _: fetch(mirror, blob.path, start), range(CLIENTS)))
-    finally:
-        link.stop()
 
     expected = Received(200, len(blob.data), blob.digest)
     assert received == [expected] * CLIENTS

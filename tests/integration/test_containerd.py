@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from ..testca import ServerFiles, TestCA
 from .conftest import show_log_on_failure
 from .harness.containerd import Containerd
+from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import HOST, MiB
-from .harness.pki import ServerFiles, TestCA
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
-from .harness.secured import SecuredMirror
 from .harness.tools import require_root, require_tool
 
 pytestmark = pytest.mark.integration
@@ -42,22 +42,11 @@ def server_files(tmp_path: Path) -> ServerFiles:
 
 
 @pytest.fixture
-def mirror(
-    upstream: UpstreamRegistry,
-    server_files: ServerFiles,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> Iterator[SecuredMirror]:
+def mirror(start_mirror: MirrorFactory, server_files: ServerFiles, tmp_path: Path) -> Mirror:
     htpasswd = require_tool("htpasswd", "apache2-utils")
     users = tmp_path / "htpasswd"
     subprocess.run([htpasswd, "-cbB", str(users), *ALICE], check=True, capture_output=True)
-    log_path = tmp_path / "mirror.log"
-    show_log_on_failure(request, "mirror log", log_path)
-    started = SecuredMirror.start(
-        upstream.url, tmp_path / "cache", log_path, ["--htpasswd", str(users)], tls=server_files
-    )
-    yield started
-    started.stop()
+    return start_mirror(options=["--htpasswd", str(users)], tls=server_files)
 
 
 def basic(user: str, password: str) -> str:
@@ -67,7 +56,7 @@ def basic(user: str, password: str) -> str:
 def test_hosts_toml_with_the_ca_and_an_authorization_header(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    mirror: SecuredMirror,
+    mirror: Mirror,
     server_files: ServerFiles,
     containerd: Containerd,
     unique: Callable[[str], str],
@@ -97,7 +86,7 @@ def test_hosts_toml_with_the_ca_and_an_authorization_header(
 def test_ctr_user_credentials_answer_the_mirrors_challenge(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    mirror: SecuredMirror,
+    mirror: Mirror,
     server_files: ServerFiles,
     containerd: Containerd,
     unique: Callable[[str], str],
@@ -116,13 +105,13 @@ def test_ctr_user_credentials_answer_the_mirrors_challenge(
 def test_a_mirror_whose_certificate_the_ca_did_not_sign_is_refused(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    mirror: SecuredMirror,
+    mirror: Mirror,
     containerd: Containerd,
     unique: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
     image = publisher.image(f"org/{unique('ctrca')}", "v1", {HOST: (1 * MiB,)})
-    other_ca = TestCA.generate().write_certificate(tmp_path / "other-ca.pem")
+    other_ca = TestCA.generate().write_bundle(tmp_path / "other-ca.pem")
     hosts = containerd.write_hosts(
         upstream.host, mirror.url, ca=other_ca, headers={"authorization": basic(*ALICE)}
     )

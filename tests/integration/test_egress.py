@@ -284,7 +284,7 @@ def test_the_mirror_pulls_through_the_authenticating_proxy_as_deployed(
     a private CA; the proxy password lives in a 0600 config file."""
     import os
 
-    from .harness.secured import SecuredMirror
+    from .harness.mirror import Mirror
     from .harness.verify import assert_dir_copy
 
     config = tmp_path / "mirrorproxy.toml"
@@ -293,8 +293,8 @@ def test_the_mirror_pulls_through_the_authenticating_proxy_as_deployed(
         f'upstream-ca = "{tls_registry.ca_bundle}"\n'
     )
     os.chmod(config, 0o600)
-    mirror = SecuredMirror.start(
-        tls_registry.url, tmp_path / "cache", tmp_path / "mirror.log", ["--config", str(config)]
+    mirror = Mirror.start(
+        tls_registry.url, tmp_path / "cache", tmp_path / "mirror.log", options=["--config", str(config)]
     )
     try:
         proxy_mark = proxy.mark()

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness.mirror import MirrorFactory
+from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import MiB
-from .harness.processes import free_port
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
 from .harness.slowlink import SlowLink
@@ -26,6 +25,14 @@ def files_under(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file())
 
 
+def begin_get(mirror: Mirror, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Send ``GET path`` and read the response's head; its body is the
+    caller's to read, and the connection the caller's to close."""
+    connection = mirror.connection(timeout=30)
+    connection.request("GET", path)
+    return connection, connection.getresponse()
+
+
 def test_kill_9_mid_fill_leaves_no_partial_blob_and_the_next_pull_succeeds(
     publisher: Publisher,
     upstream: UpstreamRegistry,
@@ -33,19 +40,14 @@ def test_kill_9_mid_fill_leaves_no_partial_blob_and_the_next_pull_succeeds(
     unique: Callable[[str], str],
 ) -> None:
     blob = publisher.blob(f"org/{unique('killed')}", 16 * MiB)
-    link = SlowLink(upstream.port, bytes_per_second=4 * MiB)
-    try:
+    with SlowLink(upstream.port, bytes_per_second=4 * MiB) as link:
         mirror = start_mirror(upstream_url=link.url)
-        connection = http.client.HTTPConnection("127.0.0.1", mirror.port, timeout=30)
-        connection.request("GET", blob.path)
-        response = connection.getresponse()
+        connection, response = begin_get(mirror, blob.path)
         assert response.status == 200
         assert len(response.read(2 * MiB)) == 2 * MiB  # the fill is well under way
 
         mirror.kill()
         connection.close()
-    finally:
-        link.stop()
 
     leftovers = files_under(mirror.cache_dir / "spool")
     assert leftovers, "a fill cut by SIGKILL leaves its spool file"
@@ -95,22 +97,17 @@ def test_a_mirror_starts_and_serves_its_cache_while_upstream_is_down(
     uncached = publisher.blob(f"org/{unique('never')}", 1 * MiB)
     # The mirror reaches upstream through a relay that can be taken away,
     # so the upstream URL (and the cache's key for it) stays the same.
-    link = SlowLink(upstream.port, bytes_per_second=1024 * MiB)
-    relay_url = link.url
-    first = start_mirror(upstream_url=relay_url)
-    assert fetch(first, cached.path) == Received(200, len(cached.data), cached.digest)
-    first.stop()
-    link.stop()
+    with SlowLink(upstream.port, bytes_per_second=1024 * MiB) as link:
+        relay_url = link.url
+        first = start_mirror(upstream_url=relay_url)
+        assert fetch(first, cached.path) == Received(200, len(cached.data), cached.digest)
+        first.stop()
 
     offline = start_mirror(cache_dir=first.cache_dir, upstream_url=relay_url)
 
     assert fetch(offline, cached.path) == Received(200, len(cached.data), cached.digest)
-    connection = http.client.HTTPConnection("127.0.0.1", offline.port, timeout=30)
-    connection.request("GET", uncached.path)
-    response = connection.getresponse()
-    error = response.read()
-    connection.close()
-    assert response.status == 502 and b'"UNAVAILABLE"' in error
+    status, _, error = offline.get(uncached.path, timeout=30)
+    assert status == 502 and b'"UNAVAILABLE"' in error
 
 
 def test_sigterm_lets_a_response_in_flight_finish_and_refuses_new_ones(
@@ -120,12 +117,9 @@ def test_sigterm_lets_a_response_in_flight_finish_and_refuses_new_ones(
     unique: Callable[[str], str],
 ) -> None:
     blob = publisher.blob(f"org/{unique('draining')}", 8 * MiB)
-    link = SlowLink(upstream.port, bytes_per_second=4 * MiB)
-    try:
+    with SlowLink(upstream.port, bytes_per_second=4 * MiB) as link:
         mirror = start_mirror(upstream_url=link.url)
-        connection = http.client.HTTPConnection("127.0.0.1", mirror.port, timeout=30)
-        connection.request("GET", blob.path)
-        response = connection.getresponse()
+        connection, response = begin_get(mirror, blob.path)
         first = response.read(1 * MiB)
 
         mirror.process._popen.send_signal(15)  # SIGTERM, as systemd stops it
@@ -134,8 +128,6 @@ def test_sigterm_lets_a_response_in_flight_finish_and_refuses_new_ones(
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", mirror.port), timeout=5).close()
         status = mirror.process._popen.wait(30)
-    finally:
-        link.stop()
 
     body = first + rest
     assert (len(body), "sha256:" + hashlib.sha256(body).hexdigest()) == (len(blob.data), blob.digest)

@@ -88,15 +88,12 @@ def test_slow_link_paces_the_upstream(
     publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
 ) -> None:
     blob = publisher.blob(f"org/{unique('paced')}", 2 * MiB)
-    link = SlowLink(upstream.port, bytes_per_second=4 * MiB)
-    try:
+    with SlowLink(upstream.port, bytes_per_second=4 * MiB) as link:
         started = time.monotonic()
         answer = RegistryClient(link.url).request(
             "GET", blob.path, scope=f"repository:{blob.name}:pull"
         )
         elapsed = time.monotonic() - started
-    finally:
-        link.stop()
     assert answer.body == blob.data
     assert elapsed >= 0.45
 

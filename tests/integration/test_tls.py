@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import http.client
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .conftest import show_log_on_failure
+from ..testca import ServerFiles, TestCA
+from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import FOREIGN, HOST, MiB
-from .harness.pki import ServerFiles, TestCA
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
-from .harness.secured import SecuredMirror
 from .harness.skopeo import Skopeo
 from .harness.verify import assert_dir_copy
 
@@ -33,17 +32,8 @@ def server_files(ca: TestCA, tmp_path: Path) -> ServerFiles:
 
 
 @pytest.fixture
-def tls_mirror(
-    upstream: UpstreamRegistry,
-    server_files: ServerFiles,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> Iterator[SecuredMirror]:
-    log_path = tmp_path / "tls-mirror.log"
-    show_log_on_failure(request, "TLS mirror log", log_path)
-    mirror = SecuredMirror.start(upstream.url, tmp_path / "cache", log_path, tls=server_files)
-    yield mirror
-    mirror.stop()
+def tls_mirror(start_mirror: MirrorFactory, server_files: ServerFiles) -> Mirror:
+    return start_mirror(tls=server_files)
 
 
 def cert_dir_with(ca_certificate: Path, directory: Path) -> Path:
@@ -56,7 +46,7 @@ def cert_dir_with(ca_certificate: Path, directory: Path) -> Path:
 def test_skopeo_verifying_the_certificate_pulls_through_the_tls_listener(
     publisher: Publisher,
     upstream: UpstreamRegistry,
-    tls_mirror: SecuredMirror,
+    tls_mirror: Mirror,
     server_files: ServerFiles,
     skopeo: Skopeo,
     unique: Callable[[str], str],
@@ -85,14 +75,14 @@ def test_skopeo_verifying_the_certificate_pulls_through_the_tls_listener(
 
 def test_a_client_that_does_not_trust_the_ca_refuses_the_mirror(
     publisher: Publisher,
-    tls_mirror: SecuredMirror,
+    tls_mirror: Mirror,
     skopeo: Skopeo,
     unique: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
     image = publisher.image(f"org/{unique('untrusted')}", "v1", {HOST: (1 * MiB,)})
     stranger = TestCA.generate()
-    certs = cert_dir_with(stranger.write_certificate(tmp_path / "other-ca.pem"), tmp_path / "certs")
+    certs = cert_dir_with(stranger.write_bundle(tmp_path / "other-ca.pem"), tmp_path / "certs")
 
     with pytest.raises(RuntimeError, match="certificate signed by unknown authority"):
         skopeo.run(
@@ -107,7 +97,7 @@ def test_a_client_that_does_not_trust_the_ca_refuses_the_mirror(
 
 
 def test_the_listener_speaks_only_tls_with_the_issued_certificate(
-    tls_mirror: SecuredMirror, server_files: ServerFiles
+    tls_mirror: Mirror, server_files: ServerFiles
 ) -> None:
     status, headers, body = tls_mirror.get("/v2/")
     # The same port in plain text gets no registry answer.

@@ -336,8 +336,13 @@ def test_cdn_redirect_carries_no_authorization(tokens):
     assert "authorization" not in cdn_gets[0].headers
 
 
+def token_service_answers(harness: Harness, status: int) -> None:
+    """Every token request gets ``status``; the registry answers as before."""
+    harness.registry.status_override = lambda seen: status if seen.host == AUTH_HOST else None
+
+
 def test_token_service_outage_is_unavailable_not_denied(tokens):
-    tokens.registry.status_override = lambda seen: 503 if seen.host == AUTH_HOST else None
+    token_service_answers(tokens, 503)
     digest = tokens.registry.add_blob(b"layer")
 
     response = tokens.get(blob_path(digest))
@@ -347,7 +352,7 @@ def test_token_service_outage_is_unavailable_not_denied(tokens):
 
 
 def test_token_service_rate_limit_is_toomanyrequests(tokens):
-    tokens.registry.status_override = lambda seen: 429 if seen.host == AUTH_HOST else None
+    token_service_answers(tokens, 429)
     digest = tokens.registry.add_blob(b"layer")
 
     response = tokens.get(blob_path(digest))
@@ -357,7 +362,7 @@ def test_token_service_rate_limit_is_toomanyrequests(tokens):
 
 
 def test_token_service_refusal_is_denied(tokens):
-    tokens.registry.status_override = lambda seen: 401 if seen.host == AUTH_HOST else None
+    token_service_answers(tokens, 401)
     digest = tokens.registry.add_blob(b"layer")
 
     response = tokens.get(blob_path(digest))
@@ -370,7 +375,7 @@ def test_token_service_refusal_is_denied(tokens):
 
 def test_failed_token_request_is_not_cached(tokens):
     """After the token service recovers, the next request gets a token and succeeds."""
-    tokens.registry.status_override = lambda seen: 401 if seen.host == AUTH_HOST else None
+    token_service_answers(tokens, 401)
     digest = tokens.registry.add_blob(b"layer")
     assert tokens.head(blob_path(digest)).status == 403
 
@@ -418,8 +423,8 @@ def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-def test_basic_challenge_answered_with_configured_credentials(tmp_path):
-    harness = with_credentials(Harness(str(tmp_path / "cache")), Credentials("user", "s3cret"))
+def test_basic_challenge_answered_with_configured_credentials(harness):
+    with_credentials(harness, Credentials("user", "s3cret"))
     harness.registry.basic_auth = ("user", "s3cret")
     digest = harness.registry.add_blob(b"layer")
 
@@ -432,8 +437,7 @@ def test_basic_challenge_answered_with_configured_credentials(tmp_path):
     assert harness.registry.issued == 0
 
 
-def test_basic_challenge_without_credentials_is_denied(tmp_path):
-    harness = Harness(str(tmp_path / "cache"))
+def test_basic_challenge_without_credentials_is_denied(harness):
     harness.registry.basic_auth = ("user", "s3cret")
     digest = harness.registry.add_blob(b"layer")
 
@@ -444,8 +448,8 @@ def test_basic_challenge_without_credentials_is_denied(tmp_path):
     assert harness.registry.count("GET", "/blobs/") == 1
 
 
-def test_wrong_basic_credentials_are_denied_after_one_retry(tmp_path):
-    harness = with_credentials(Harness(str(tmp_path / "cache")), Credentials("user", "wrong"))
+def test_wrong_basic_credentials_are_denied_after_one_retry(harness):
+    with_credentials(harness, Credentials("user", "wrong"))
     harness.registry.basic_auth = ("user", "s3cret")
     digest = harness.registry.add_blob(b"layer")
 
@@ -456,8 +460,8 @@ def test_wrong_basic_credentials_are_denied_after_one_retry(tmp_path):
     assert harness.registry.count("GET", "/blobs/") == 2
 
 
-def test_credentials_go_to_the_token_service_not_the_registry(tmp_path):
-    harness = with_credentials(Harness(str(tmp_path / "cache")), Credentials("user", "s3cret"))
+def test_credentials_go_to_the_token_service_not_the_registry(harness):
+    with_credentials(harness, Credentials("user", "s3cret"))
     harness.registry.require_token = True
     digest = harness.registry.add_blob(b"layer")
 
@@ -470,8 +474,8 @@ def test_credentials_go_to_the_token_service_not_the_registry(tmp_path):
     assert registry_auth[1].startswith("Bearer tok-")
 
 
-def test_basic_credentials_never_reach_the_cdn(tmp_path):
-    harness = with_credentials(Harness(str(tmp_path / "cache")), Credentials("user", "s3cret"))
+def test_basic_credentials_never_reach_the_cdn(harness):
+    with_credentials(harness, Credentials("user", "s3cret"))
     harness.registry.basic_auth = ("user", "s3cret")
     harness.registry.redirect_blobs = True
     data = b"y" * 5000

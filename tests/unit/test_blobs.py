@@ -11,9 +11,22 @@ def blob_path(digest: str) -> str:
     return f"/v2/library/busybox/blobs/{digest}"
 
 
+def upstream_blob(harness, size: int) -> tuple[bytes, str]:
+    """``size`` random bytes at the upstream; the bytes and their digest."""
+    data = os.urandom(size)
+    return data, harness.registry.add_blob(data)
+
+
+def held_blob(harness, size: int) -> tuple[bytes, str]:
+    """As `upstream_blob`, but upstream sends the body only as the test says,
+    through ``harness.registry.held[digest]``."""
+    data, digest = upstream_blob(harness, size)
+    harness.registry.hold.add(digest)
+    return data, digest
+
+
 def test_miss_then_hit_costs_one_upstream_get(harness):
-    data = os.urandom(1_000_000)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 1_000_000)
 
     first = harness.get(blob_path(digest))
     second = harness.get(blob_path(digest))
@@ -33,8 +46,7 @@ def test_unknown_blob_is_blob_unknown(harness):
 
 
 def test_twenty_concurrent_cold_clients_cost_one_upstream_get(harness):
-    data = os.urandom(3 * 1024 * 1024 + 17)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 3 * 1024 * 1024 + 17)
 
     clients = [harness.send("GET", blob_path(digest)) for _ in range(20)]
     harness.pump()
@@ -49,8 +61,7 @@ def test_twenty_concurrent_cold_clients_cost_one_upstream_get(harness):
 
 
 def test_clients_from_other_repositories_join_the_same_fetch(harness):
-    data = os.urandom(200_000)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 200_000)
 
     a = harness.send("GET", f"/v2/library/alpine/blobs/{digest}")
     b = harness.send("GET", f"/v2/someone/else/blobs/{digest}")
@@ -61,9 +72,7 @@ def test_clients_from_other_repositories_join_the_same_fetch(harness):
 
 
 def test_first_bytes_reach_the_client_before_upstream_finishes(harness):
-    data = os.urandom(500_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 500_000)
 
     client = harness.send("GET", blob_path(digest))
     harness.pump()
@@ -77,9 +86,7 @@ def test_first_bytes_reach_the_client_before_upstream_finishes(harness):
 
 
 def test_late_joiner_starts_at_once_with_what_is_on_disk(harness):
-    data = os.urandom(500_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 500_000)
     early = harness.send("GET", blob_path(digest))
     harness.pump()
     held = harness.registry.held[digest]
@@ -98,9 +105,7 @@ def test_late_joiner_starts_at_once_with_what_is_on_disk(harness):
 
 
 def test_a_paused_client_slows_no_one(harness):
-    data = os.urandom(2 * 1024 * 1024)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 2 * 1024 * 1024)
     slow = harness.send("GET", blob_path(digest))
     fast = harness.send("GET", blob_path(digest))
     harness.pump()
@@ -120,9 +125,7 @@ def test_a_paused_client_slows_no_one(harness):
 
 
 def test_a_paused_client_holds_one_chunk_not_the_blob(harness):
-    data = os.urandom(4 * 1024 * 1024)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    _, digest = held_blob(harness, 4 * 1024 * 1024)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     client.pause()
@@ -135,9 +138,7 @@ def test_a_paused_client_holds_one_chunk_not_the_blob(harness):
 
 
 def test_a_client_that_disconnects_breaks_no_one_and_the_fill_completes(harness):
-    data = os.urandom(1024 * 1024)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 1024 * 1024)
     leaving = harness.send("GET", blob_path(digest))
     staying = harness.send("GET", blob_path(digest))
     harness.pump()
@@ -154,9 +155,7 @@ def test_a_client_that_disconnects_breaks_no_one_and_the_fill_completes(harness)
 
 
 def test_the_fill_completes_after_every_client_has_gone(harness):
-    data = os.urandom(600_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 600_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     client.disconnect()
@@ -177,8 +176,7 @@ def cached_files(harness) -> list[str]:
 
 
 def test_wrong_bytes_abort_every_client_and_cache_nothing(harness):
-    data = os.urandom(300_000)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 300_000)
     harness.registry.wrong_bytes[digest] = os.urandom(len(data))
     clients = [harness.send("GET", blob_path(digest)) for _ in range(3)]
     harness.pump()
@@ -204,9 +202,7 @@ def cut_upstream(harness, digest: str, at: int) -> None:
 
 
 def test_an_upstream_that_dies_mid_blob_is_resumed_with_a_range(harness):
-    data = os.urandom(300_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 300_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     cut_upstream(harness, digest, 123_456)
@@ -225,9 +221,7 @@ def test_an_upstream_that_dies_mid_blob_is_resumed_with_a_range(harness):
 
 def test_a_resume_from_an_upstream_that_ignores_ranges_skips_what_it_has(harness):
     harness.registry.honour_ranges = False
-    data = os.urandom(300_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 300_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     cut_upstream(harness, digest, 100_000)
@@ -240,9 +234,7 @@ def test_a_resume_from_an_upstream_that_ignores_ranges_skips_what_it_has(harness
 
 
 def test_an_upstream_that_keeps_dying_aborts_clients_and_caches_nothing(harness):
-    data = os.urandom(300_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 300_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     for _ in range(4):  # the first try and three resumes
@@ -261,9 +253,7 @@ def test_an_upstream_that_keeps_dying_aborts_clients_and_caches_nothing(harness)
 
 
 def test_an_upstream_that_goes_silent_is_resumed(harness):
-    data = os.urandom(300_000)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 300_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     harness.registry.held[digest].send(50_000)
@@ -285,8 +275,7 @@ def test_a_mismatch_is_logged_with_the_digest_and_reason(harness):
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
-        data = os.urandom(1000)
-        digest = harness.registry.add_blob(data)
+        _, digest = upstream_blob(harness, 1000)
         harness.registry.wrong_bytes[digest] = b"x" * 1000
         harness.get(blob_path(digest))
     finally:
@@ -297,16 +286,14 @@ def test_a_mismatch_is_logged_with_the_digest_and_reason(harness):
 
 def test_blobs_redirected_to_a_cdn_are_followed(harness):
     harness.registry.redirect_blobs = True
-    data = os.urandom(70_000)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 70_000)
 
     assert harness.get(blob_path(digest)).body == data
     assert harness.registry.count("GET", "/data/", host="cdn.fake") == 1
 
 
 def test_head_of_an_uncached_blob_downloads_nothing(harness):
-    data = os.urandom(70_000)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 70_000)
 
     response = harness.head(blob_path(digest))
 
@@ -336,9 +323,7 @@ def test_upstream_is_paused_while_the_disk_lags(tmp_path):
 
     runner = ManualRunner()
     harness = Harness(str(tmp_path / "cache"), run=runner)
-    data = os.urandom(3 * QUEUE_HIGH)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 3 * QUEUE_HIGH)
     client = harness.send("GET", blob_path(digest))
     for _ in range(5):
         harness.pump()
@@ -393,9 +378,7 @@ def test_a_full_disk_relays_the_blob_whole_and_caches_nothing(tmp_path):
     from .harness import Harness
 
     harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(2))
-    data = os.urandom(1024 * 1024)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 1024 * 1024)
     clients = [harness.send("GET", blob_path(digest)) for _ in range(2)]
     harness.pump()
     held = harness.registry.held[digest]
@@ -414,8 +397,7 @@ def test_a_relayed_blob_with_wrong_bytes_is_still_aborted(tmp_path):
     from .harness import Harness
 
     harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(1))
-    data = os.urandom(500_000)
-    digest = harness.registry.add_blob(data)
+    data, digest = upstream_blob(harness, 500_000)
     harness.registry.wrong_bytes[digest] = os.urandom(len(data))
     client = harness.send("GET", blob_path(digest))
     harness.pump()
@@ -432,9 +414,7 @@ def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
     from .harness import Harness
 
     harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(0))
-    data = os.urandom(3 * TAIL_HIGH)
-    digest = harness.registry.add_blob(data)
-    harness.registry.hold.add(digest)
+    data, digest = held_blob(harness, 3 * TAIL_HIGH)
     slow = harness.connect(window=64 * 1024)
     slow.protocol.dataReceived(f"GET {blob_path(digest)} HTTP/1.1\r\nHost: m\r\n\r\n".encode())
     harness.pump()

@@ -66,6 +66,15 @@ def upstream_heads(harness: Harness) -> int:
     return harness.registry.count("HEAD", "/manifests/")
 
 
+def cache_latest(harness: Harness) -> tuple[str, bytes]:
+    """Upstream tags ``latest`` (a Docker manifest) and one GET through the
+    mirror caches it; the manifest's digest and body."""
+    body = docker_manifest("one")
+    digest = harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
+    harness.get(manifest_path("latest"))
+    return digest, body
+
+
 # -- GET and HEAD ---------------------------------------------------------------
 
 
@@ -168,9 +177,7 @@ def test_index_and_manifest_list_are_served_with_their_type(harness, media_type)
 
 
 def test_second_get_within_ttl_costs_nothing_upstream(harness):
-    body = docker_manifest("one")
-    harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    _, body = cache_latest(harness)
     seen = len(harness.registry.seen)
 
     harness.clock.advance(TTL - 1)
@@ -184,9 +191,7 @@ def test_second_get_within_ttl_costs_nothing_upstream(harness):
 
 
 def test_after_ttl_unchanged_tag_is_revalidated_with_one_head(harness):
-    body = docker_manifest("one")
-    digest = harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    digest, body = cache_latest(harness)
     gets_before = upstream_gets(harness)
 
     harness.clock.advance(TTL + 1)
@@ -200,9 +205,7 @@ def test_after_ttl_unchanged_tag_is_revalidated_with_one_head(harness):
 
 
 def test_client_head_after_ttl_revalidates_with_one_upstream_head(harness):
-    body = docker_manifest("one")
-    digest = harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    digest, body = cache_latest(harness)
     gets_before = upstream_gets(harness)
 
     harness.clock.advance(TTL + 1)
@@ -217,8 +220,7 @@ def test_client_head_after_ttl_revalidates_with_one_upstream_head(harness):
 
 
 def test_revalidation_restarts_the_ttl(harness):
-    harness.registry.add_manifest(REPO, "latest", docker_manifest("one"), DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    cache_latest(harness)
     harness.clock.advance(TTL + 1)
     harness.get(manifest_path("latest"))
 
@@ -301,9 +303,7 @@ def test_by_digest_from_any_repository_shares_the_cache(harness):
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 def test_upstream_failure_after_ttl_serves_cached_tag_stale(harness, status):
-    body = docker_manifest("one")
-    digest = harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    digest, body = cache_latest(harness)
 
     harness.clock.advance(TTL + 1)
     harness.registry.status_override = lambda seen: status
@@ -325,8 +325,7 @@ def test_upstream_failure_without_cache_is_an_error(harness):
 
 
 def test_stale_tag_is_refreshed_once_upstream_recovers(harness):
-    harness.registry.add_manifest(REPO, "latest", docker_manifest("one"), DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    cache_latest(harness)
     harness.clock.advance(TTL + 1)
     harness.registry.status_override = lambda seen: 503
     assert harness.get(manifest_path("latest")).headers["x-cache"] == "STALE"
@@ -341,9 +340,7 @@ def test_stale_tag_is_refreshed_once_upstream_recovers(harness):
 
 def test_token_service_outage_after_ttl_serves_cached_tag_stale(harness):
     harness.registry.require_token = True
-    body = docker_manifest("one")
-    harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    harness.get(manifest_path("latest"))
+    _, body = cache_latest(harness)
 
     harness.clock.advance(TTL + 1)  # the 300 s token has expired too
     harness.registry.status_override = lambda seen: 503 if seen.host == AUTH_HOST else None
@@ -541,6 +538,17 @@ def slow(tmp_path):
     return Harness(str(tmp_path / "cache"), registry=SlowManifestRegistry())
 
 
+def cache_latest_released(slow) -> bytes:
+    """`cache_latest` through the slow registry, its answer released at once;
+    the manifest's body."""
+    body = docker_manifest("one")
+    slow.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
+    slow.send("GET", manifest_path("latest"))
+    slow.registry.release()
+    slow.pump()
+    return body
+
+
 def test_concurrent_gets_of_one_tag_cost_one_upstream_get(slow):
     body = docker_manifest("one")
     slow.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
@@ -568,11 +576,7 @@ def test_concurrent_gets_of_one_digest_cost_one_upstream_get(slow):
 
 
 def test_concurrent_revalidations_cost_one_upstream_head(slow):
-    body = docker_manifest("one")
-    slow.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    slow.send("GET", manifest_path("latest"))
-    slow.registry.release()
-    slow.pump()
+    body = cache_latest_released(slow)
     slow.clock.advance(TTL + 1)
 
     clients = [slow.send("GET", manifest_path("latest")) for _ in range(4)]
@@ -601,11 +605,7 @@ def test_client_leaving_does_not_cancel_the_fetch_for_others(slow):
 
 
 def test_hung_upstream_after_ttl_serves_stale_after_the_header_timeout(slow):
-    body = docker_manifest("one")
-    slow.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
-    slow.send("GET", manifest_path("latest"))
-    slow.registry.release()
-    slow.pump()
+    body = cache_latest_released(slow)
     slow.clock.advance(TTL + 1)
 
     client = slow.send("GET", manifest_path("latest"))

@@ -1,21 +1,31 @@
 """The system under test: ``twistd -n mirrorproxy`` as a real subprocess.
 
-It owns the mirror's command line, its log file and its readiness check
-(``GET /v2/`` answering 200). Upstream credentials, when a test has them,
-travel in the environment, never on the command line.
+It owns the mirror's command line, its log file and its readiness check.
+Extra options (``--htpasswd``, ``--allow``, ``--config``) go on the command
+line as given; with `ServerFiles` the mirror listens with TLS (``ssl:``).
+Upstream credentials, when a test has them, travel in the environment, never
+on the command line.
+
+A guarded mirror answers ``GET /v2/`` with 401 or 403 and a TLS one needs a
+verifying client, so the readiness check connects as `connection` does and
+accepts any answer that carries ``Docker-Distribution-API-Version``: the
+mirror's Site is up, whatever it decided about us.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import os
 import signal
+import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from attrs import define
 
-from .client import request
+from ...testca import ServerFiles
 from .processes import Process, child_env, free_port
 
 START_TIMEOUT = 30.0
@@ -32,6 +42,7 @@ class Mirror:
     process: Process
     port: int
     cache_dir: Path
+    tls: ServerFiles | None = None
     killed: bool = False
 
     @property
@@ -40,7 +51,7 @@ class Mirror:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @classmethod
     def start(
@@ -50,21 +61,37 @@ class Mirror:
         log_path: Path,
         credentials: tuple[str, str] | None = None,
         tag_ttl: int = 300,
+        *,
+        options: Sequence[str] = (),
+        tls: ServerFiles | None = None,
     ) -> Mirror:
+        """Start the mirror on a free port of 127.0.0.1 with ``options``
+        (e.g. ``--htpasswd FILE``) after its own, over TLS with ``tls``'s
+        files if given; wait until it answers."""
         port = free_port()
+        if tls is None:
+            listen = f"tcp:{port}:interface=127.0.0.1"
+        else:
+            # Twisted's endpoint syntax: ':' and '=' inside values would need
+            # escaping; the test's temporary paths have neither.
+            listen = (
+                f"ssl:{port}:interface=127.0.0.1"
+                f":privateKey={tls.key}:certKey={tls.certificate}"
+            )
         argv = [
             twistd(),
             "-n",
             "--pidfile=",
             "mirrorproxy",
             "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
+            listen,
             "--upstream",
             upstream_url,
             "--cache-dir",
             str(cache_dir),
             "--tag-ttl",
             str(tag_ttl),
+            *options,
         ]
         env = child_env()
         if credentials is not None:
@@ -73,19 +100,44 @@ class Mirror:
         # twistd may leave files (twistd.log, a pid file) in its working
         # directory; keep them out of the source tree.
         process = Process.start("mirror", argv, log_path, env=env, cwd=log_path.parent)
-        mirror = cls(process, port, cache_dir)
+        mirror = cls(process, port, cache_dir, tls)
         try:
-            process.wait_until(mirror._answers, START_TIMEOUT, f"200 from GET {mirror.url}/v2/")
+            process.wait_until(mirror._answers, START_TIMEOUT, f"an answer from {mirror.url}/v2/")
         except BaseException:
             process.stop()
             raise
         return mirror
 
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        """A connection to the mirror; over TLS, one that verifies it."""
+        if self.tls is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        context = ssl.create_default_context(cafile=str(self.tls.ca_certificate))
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=context)
+
+    def get(
+        self, path: str, credentials: tuple[str, str] | None = None, timeout: float = 10.0
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One GET: status, headers (names lower case) and body."""
+        headers = {}
+        if credentials is not None:
+            pair = ":".join(credentials).encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        connection = self.connection(timeout)
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+        finally:
+            connection.close()
+
     def _answers(self) -> bool:
         try:
-            return request(f"{self.url}/v2/", timeout=2).status == 200
-        except OSError:
+            _, headers, _ = self.get("/v2/", timeout=2)
+        except (OSError, http.client.HTTPException):
             return False
+        return headers.get("docker-distribution-api-version") == "registry/2.0"
 
     def kill(self) -> None:
         """SIGKILL, as a crash or the OOM killer would."""
@@ -102,5 +154,5 @@ class Mirror:
             raise RuntimeError(f"mirror exited with {status}; log tail:\n{self.process.tail()}")
 
 
-# start_mirror(cache_dir=..., upstream_url=..., credentials=...) -> Mirror
+# start_mirror(cache_dir=..., upstream_url=..., credentials=..., options=..., tls=...) -> Mirror
 MirrorFactory = Callable[..., Mirror]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from attrs import define, frozen
@@ -59,18 +60,36 @@ class UpstreamRegistry:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    @property
+    def storage(self) -> Path:
+        """The root of the registry's filesystem storage."""
+        return self.directory / "storage"
+
     @classmethod
-    def start(cls, binary: str, issuer: TokenIssuer, directory: Path) -> UpstreamRegistry:
-        """Write a config, start the registry on port 0, wait until it listens."""
+    def start(
+        cls,
+        binary: str,
+        issuer: TokenIssuer,
+        directory: Path,
+        *,
+        storage: Path | None = None,
+        http: Mapping[str, object] | None = None,
+        name: str = "docker-registry",
+    ) -> UpstreamRegistry:
+        """Write a config, start the registry on port 0, wait until it listens.
+
+        ``storage`` is another registry's storage root to serve instead of
+        its own; ``http`` adds to the config's ``http:`` (``tls:``, say).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         config = {
             "version": 0.1,
             "log": {"level": "info", "formatter": "text"},
             "storage": {
-                "filesystem": {"rootdirectory": str(directory / "storage")},
+                "filesystem": {"rootdirectory": str(storage or directory / "storage")},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {"addr": "127.0.0.1:0", "secret": "integration-tests"},
+            "http": {"addr": "127.0.0.1:0", "secret": "integration-tests", **(http or {})},
             "auth": {
                 "token": {
                     "realm": issuer.realm,
@@ -85,7 +104,7 @@ class UpstreamRegistry:
         config_path.write_text(json.dumps(config, indent=2))
         access_log = directory / "access.log"
         process = Process.start(
-            "docker-registry",
+            name,
             [binary, "serve", str(config_path)],
             directory / "registry.log",
             stdout_path=access_log,
@@ -94,7 +113,8 @@ class UpstreamRegistry:
 
         def listening() -> bool:
             # Port 0 avoids racing for a free port; the registry logs the
-            # address it actually bound.
+            # address it actually bound ("listening on 127.0.0.1:PORT", with
+            # ", tls" after it when it serves TLS).
             match = _LISTENING.search(process.log_path.read_text(errors="replace"))
             if match:
                 port.append(int(match["port"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Self
 
 from attrs import define, field
 
@@ -19,7 +20,8 @@ CHUNK = 64 * 1024
 @define(eq=False)
 class SlowLink:
     """Relays 127.0.0.1:``port`` to ``target_port``; each connection's
-    downstream direction is held to ``bytes_per_second``."""
+    downstream direction is held to ``bytes_per_second``. As a context
+    manager, it stops when the block ends."""
 
     target_port: int
     bytes_per_second: int
@@ -78,6 +80,12 @@ class SlowLink:
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -12,19 +12,14 @@ filesystem unless configured to.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 from attrs import define
 
 from ...testca import TestCA
-from .processes import Process
 from .registry import UpstreamRegistry
-from .tokens import ISSUER, SERVICE, TokenIssuer
+from .tokens import TokenIssuer
 
-# distribution logs "listening on 127.0.0.1:PORT, tls" once it serves.
-_LISTENING = re.compile(r"listening on (?:\[::\]|[\d.]+):(?P<port>\d+)")
 #: The only name the registry's certificate is valid for.
 TLS_NAME = "localhost"
 
@@ -61,50 +56,15 @@ class TLSRegistry:
         directory.mkdir(parents=True, exist_ok=True)
         certificate, key = ca.issue([TLS_NAME]).write(directory, "registry")
         ca_bundle = ca.write_bundle(directory / "test-ca.pem")
-        config = {
-            "version": 0.1,
-            "log": {"level": "info", "formatter": "text"},
-            "storage": {
-                "filesystem": {"rootdirectory": str(storage_of.directory / "storage")},
-                "maintenance": {"uploadpurging": {"enabled": False}},
-            },
-            "http": {
-                "addr": "127.0.0.1:0",
-                "secret": "integration-tests",
-                "tls": {"certificate": str(certificate), "key": str(key)},
-            },
-            "auth": {
-                "token": {
-                    "realm": issuer.realm,
-                    "service": SERVICE,
-                    "issuer": ISSUER,
-                    "rootcertbundle": str(issuer.write_root_bundle(directory / "issuer.pem")),
-                }
-            },
-        }
-        config_path = directory / "config.yml"
-        config_path.write_text(json.dumps(config, indent=2))
-        access_log = directory / "access.log"
-        process = Process.start(
-            "docker-registry (TLS)",
-            [binary, "serve", str(config_path)],
-            directory / "registry.log",
-            stdout_path=access_log,
+        access = UpstreamRegistry.start(
+            binary,
+            issuer,
+            directory,
+            storage=storage_of.storage,
+            http={"tls": {"certificate": str(certificate), "key": str(key)}},
+            name="docker-registry (TLS)",
         )
-        port: list[int] = []
-
-        def listening() -> bool:
-            match = _LISTENING.search(process.log_path.read_text(errors="replace"))
-            if match:
-                port.append(int(match["port"]))
-            return bool(match)
-
-        try:
-            process.wait_until(listening, 30, "'listening on' in its log")
-        except BaseException:
-            process.stop()
-            raise
-        return cls(UpstreamRegistry(directory, process, port[0], access_log), ca_bundle)
+        return cls(access, ca_bundle)
 
     def stop(self) -> None:
         self.access.stop()
