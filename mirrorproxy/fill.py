@@ -8,7 +8,9 @@ Clients never read the upstream body: they follow the spool file (see
 `follow`), and the fill tells them how far they may read.  The last byte is
 held back until the length and digest check out, so no client ever sees a
 clean end to a wrong or short body; on a failure every follower aborts and
-nothing is committed.
+nothing is committed.  An upstream that dies or goes silent mid-body is asked
+for the rest with a Range request; a spool file that cannot be written (disk
+full) turns the fill into a relay from a bounded memory tail.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ class Fill:
     def _maybe_resume(self) -> None:
         if not self._upstream_paused or self._upstream is None:
             return
-        if self._queued >= QUEUE_HIGH or (self.relaying and self._tail_bytes > TAIL_LOW):
+        if self._queued > QUEUE_LOW or (self.relaying and self._tail_bytes > TAIL_LOW):
             return
         self._upstream_paused = False
         assert self._timer is not None
