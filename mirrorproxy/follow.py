@@ -14,8 +14,9 @@ import os
 from typing import Protocol
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -97,6 +98,50 @@ def abort_connection(request: Request) -> None:
     (abort or transport.loseConnection)()
 
 
+# sendfile(2) for cache hits on plain TCP: at most this much per pool call.
+SENDFILE_WINDOW = 8 * 1024 * 1024
+
+
+def _sendfile_some(socket_fd: int, file_fd: int, offset: int, count: int) -> int:
+    """Send up to `count` bytes of the file, until the socket is full.
+
+    Runs in the thread pool, so a cold file's disk reads block a pool thread,
+    not the reactor; the socket is non-blocking, so a full socket buffer
+    returns at once.  BrokenPipe and friends propagate: the client is gone.
+    """
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(socket_fd, file_fd, offset + sent, count - sent)
+        except BlockingIOError:
+            break
+        if n == 0:
+            break
+        sent += n
+    return sent
+
+
+def plain_tcp(request: Request) -> tcp.Connection | None:
+    """The request's connection, if sendfile(2) can write to its socket.
+
+    Not TLS (bytes must be encrypted in user space) and nothing but
+    Twisted's own TCP connection, whose write buffer and writability watch
+    a follower borrows while it sends.
+    """
+    transport = getattr(request.channel, "transport", None)
+    if not hasattr(os, "sendfile") or not isinstance(transport, tcp.Connection):
+        return None
+    if ISSLTransport.providedBy(transport):
+        return None
+    return transport
+
+
+def _write_buffer_empty(transport: tcp.Connection) -> bool:
+    # Twisted's own attributes: what it has buffered must go out before a
+    # single byte is written to the socket behind its back.
+    return len(transport.dataBuffer) == transport.offset and not transport._tempDataBuffer
+
+
 @implementer(IPushProducer)
 @define(eq=False)
 class FileFollower:
@@ -118,9 +163,18 @@ class FileFollower:
     _done: bool = False
     sent: int = 0
     _over: Deferred[None] = field(factory=Deferred)
+    # A cache hit on plain TCP: after the first chunk (written, to learn
+    # when Twisted's buffer is empty) the rest goes by sendfile(2).
+    _tcp: tcp.Connection | None = None
+    _stalls: int = 0
 
     def begin(self) -> Deferred[None]:
         """Start streaming; the result fires when this response is over."""
+        if isinstance(self._source, CompleteFile):
+            if self._end is None:
+                self._end = self._source.size
+            if self._end - self._start > 2 * self._chunk_size:
+                self._tcp = plain_tcp(self._request)
         self._offset = self._next = self._start
         self._source.at(self, self._offset)
         self._request.registerProducer(self, True)
@@ -161,6 +215,10 @@ class FileFollower:
                     return
                 continue
             if self._reading or self._waiting:
+                return
+            if self._tcp is not None and self.sent > 0:
+                if not self._paused:
+                    self._sendfile()
                 return
             if self._source.failed():
                 log.info("aborting a response: its content failed verification or upstream")
@@ -217,6 +275,58 @@ class FileFollower:
         self._request.write(data)
         self._source.at(self, self._offset)
         return not self._done
+
+    # -- sendfile ---------------------------------------------------------------
+
+    def _sendfile(self) -> None:
+        assert self._tcp is not None and self._end is not None
+        if self._offset >= self._end:
+            self._close("finished")
+            return
+        if not _write_buffer_empty(self._tcp):
+            self._when_writable()
+            return
+        self._reading = True
+        count = min(SENDFILE_WINDOW, self._end - self._offset)
+        socket_fd = self._tcp.getHandle().fileno()
+        d = ensureDeferred(self._run(_sendfile_some, socket_fd, self._fd, self._offset, count))
+        d.addCallbacks(self._sendfile_sent, self._sendfile_failed, callbackArgs=(count,))
+
+    def _sendfile_sent(self, sent: int, asked: int) -> None:
+        self._reading = False
+        if self._done:
+            self._close_fd()
+            return
+        self._offset += sent
+        self._next = self._offset
+        self.sent += sent
+        self._request.sentLength += sent
+        # Bytes went out; Twisted did not see them, so tell its idle timer.
+        self._request.channel.resetTimeout()
+        self._stalls = 0 if sent else self._stalls + 1
+        if self._stalls > 3:
+            # Writable, yet nothing goes: the file is shorter than it was.
+            log.error("cached file ended early at {offset}", offset=self._offset)
+            self._close("aborted", abort=True)
+        elif sent == asked:
+            self._pump()
+        else:
+            self._when_writable()
+
+    def _when_writable(self) -> None:
+        """Have Twisted resume us once the socket can take more."""
+        assert self._tcp is not None
+        self._tcp.producerPaused = True
+        self._tcp.startWriting()
+
+    def _sendfile_failed(self, failure: Failure) -> None:
+        self._reading = False
+        if self._done:
+            self._close_fd()
+            return
+        if not failure.check(OSError):
+            log.failure("sendfile failed", failure)
+        self._close("aborted", abort=True)
 
     def _read_failed(self, failure: Failure) -> None:
         self._reading = False

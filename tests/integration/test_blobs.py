@@ -107,3 +107,27 @@ def test_configured_credentials_reach_the_token_service(
     assert fetch(mirror, blob.path) == Received(200, len(blob.data), blob.digest)
     asked = [r for r in issuer.requests() if f"repository:{blob.name}:pull" in r.scopes]
     assert [(r.username, r.status) for r in asked] == [(PUSHER[0], 200)]
+
+
+def test_cache_hits_over_tcp_are_exact_whole_and_in_ranges(
+    publisher: Publisher,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    """Cache hits on plain TCP go out with sendfile(2): whole blobs and
+    ranges must still be exactly the bytes."""
+    blob = publisher.blob(f"org/{unique('hit')}", 9 * MiB + 77)
+    mirror = start_mirror()
+    expected = Received(200, len(blob.data), blob.digest)
+    assert fetch(mirror, blob.path) == expected  # the miss fills the cache
+    assert fetch(mirror, blob.path) == expected  # a hit
+
+    for first, last in ((0, 99), (3 * MiB + 5, 9 * MiB + 76), (1, 8 * MiB)):
+        connection = mirror.connection(timeout=CLIENT_TIMEOUT)
+        connection.request("GET", blob.path, headers={"Range": f"bytes={first}-{last}"})
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        assert response.status == 206
+        assert response.getheader("Content-Range") == f"bytes {first}-{last}/{len(blob.data)}"
+        assert body == blob.data[first : last + 1]
