@@ -216,6 +216,8 @@ class FileFollower:
                 continue
             if self._reading or self._waiting:
                 return
+            if self._tcp is None and self.sent > 0 and self._source.finished():
+                self._switch_to_sendfile()
             if self._tcp is not None and self.sent > 0:
                 if not self._paused:
                     self._sendfile()
@@ -277,6 +279,15 @@ class FileFollower:
         return not self._done
 
     # -- sendfile ---------------------------------------------------------------
+
+    def _switch_to_sendfile(self) -> None:
+        """A fill this response followed is done and whole on disk: send the
+        rest the way cache hits go."""
+        end = self._source.readable() if self._end is None else self._end
+        if self._source.in_file() >= end and end - self._offset > 2 * self._chunk_size:
+            self._tcp = plain_tcp(self._request)
+            if self._tcp is not None:
+                self._end = end
 
     def _sendfile(self) -> None:
         assert self._tcp is not None and self._end is not None
