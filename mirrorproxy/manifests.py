@@ -9,7 +9,7 @@ rate-limiting, the cached answer is served stale rather than not at all.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
@@ -32,6 +32,12 @@ from .upstream import (
 log = Logger()
 
 HIT, MISS, REVALIDATED, STALE = "HIT", "MISS", "REVALIDATED", "STALE"
+
+# Manifest bodies kept in memory, and how long a tag record read from disk
+# is trusted before reading it again.
+MEMORY_BUDGET = 32 * 1024 * 1024
+RECORD_MEMORY = 5.0
+MAX_RECORDS = 100_000
 
 
 @frozen
@@ -65,6 +71,42 @@ class ManifestCache:
     _tag_ttl: float
     _fetches: Coalescer = field(factory=Coalescer)
     outcomes: Counter[str] = field(factory=Counter)
+    # Hot answers without a disk read: manifests by digest never change, so
+    # they are kept (within a byte budget); tag records only briefly, so an
+    # admin's `purge` on disk is seen within seconds.
+    _bodies: OrderedDict[Digest, StoredManifest] = field(factory=OrderedDict)
+    _bodies_size: int = 0
+    _records: dict[tuple[str, str], tuple[float, TagRecord | None]] = field(factory=dict)
+
+    async def _read_manifest(self, digest: Digest) -> StoredManifest | None:
+        stored = self._bodies.get(digest)
+        if stored is not None:
+            self._bodies.move_to_end(digest)
+            return stored
+        stored = await self._store.read_manifest(self._registry, digest)
+        if stored is not None:
+            self._remember(digest, stored)
+        return stored
+
+    def _remember(self, digest: Digest, stored: StoredManifest) -> None:
+        if digest in self._bodies:
+            return
+        self._bodies[digest] = stored
+        self._bodies_size += len(stored.body)
+        while self._bodies_size > MEMORY_BUDGET:
+            _, old = self._bodies.popitem(last=False)
+            self._bodies_size -= len(old.body)
+
+    async def _read_tag(self, repository: str, tag: str) -> TagRecord | None:
+        now = self._clock.seconds()
+        remembered = self._records.get((repository, tag))
+        if remembered is not None and now - remembered[0] < RECORD_MEMORY:
+            return remembered[1]
+        record = await self._store.read_tag(self._registry, repository, tag)
+        if len(self._records) >= MAX_RECORDS:
+            self._records.clear()
+        self._records[(repository, tag)] = (now, record)
+        return record
 
     async def get(
         self, repository: str, reference: str | Digest, accept: list[str], want_body: bool
@@ -81,7 +123,7 @@ class ManifestCache:
     async def _by_digest(
         self, repository: str, digest: Digest, accept: list[str]
     ) -> ServedManifest:
-        stored = await self._store.read_manifest(self._registry, digest)
+        stored = await self._read_manifest(digest)
         if stored is not None and accepts(accept, stored.media_type):
             return _served(digest, stored, HIT)
         fetched = await self._fetch(repository, digest, accept)
@@ -89,6 +131,7 @@ class ManifestCache:
             await self._store.write_manifest(
                 self._registry, fetched.digest, fetched.body, fetched.media_type
             )
+            self._remember(fetched.digest, StoredManifest(fetched.body, fetched.media_type))
         return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
 
     # -- by tag ---------------------------------------------------------------
@@ -96,7 +139,7 @@ class ManifestCache:
     async def _by_tag(
         self, repository: str, tag: str, accept: list[str], want_body: bool
     ) -> ServedManifest:
-        record = await self._store.read_tag(self._registry, repository, tag)
+        record = await self._read_tag(repository, tag)
         head: ManifestHead | None = None
         if record is not None and accepts(accept, record.media_type):
             age = self._clock.seconds() - record.learnt
@@ -113,9 +156,11 @@ class ManifestCache:
             if served is not None:
                 return served
         fetched = await self._fetch(repository, tag, accept)
-        await self._store.write_manifest(
-            self._registry, fetched.digest, fetched.body, fetched.media_type
-        )
+        if await self._read_manifest(fetched.digest) is None:
+            await self._store.write_manifest(
+                self._registry, fetched.digest, fetched.body, fetched.media_type
+            )
+            self._remember(fetched.digest, StoredManifest(fetched.body, fetched.media_type))
         if _complete_accept(accept):
             await self._record(repository, tag, fetched.digest, fetched.media_type, len(fetched.body))
         return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
@@ -125,7 +170,7 @@ class ManifestCache:
     ) -> ServedManifest | None:
         if not want_body:
             return ServedManifest(record.digest, record.media_type, record.size, None, outcome)
-        stored = await self._store.read_manifest(self._registry, record.digest)
+        stored = await self._read_manifest(record.digest)
         if stored is None:
             return None
         return _served(record.digest, stored, outcome)
@@ -177,6 +222,7 @@ class ManifestCache:
     ) -> None:
         record = TagRecord(digest, media_type, size, self._clock.seconds())
         await self._store.write_tag(self._registry, repository, tag, record)
+        self._records[(repository, tag)] = (self._clock.seconds(), record)
 
     async def _fetch(
         self, repository: str, reference: str | Digest, accept: list[str]

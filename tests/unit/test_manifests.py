@@ -645,3 +645,25 @@ def test_a_wildcard_accept_asks_upstream_for_every_modern_type(harness):
     assert response.status == 200 and response.body == body
     sent = [s.headers["accept"] for s in harness.registry.seen if "/manifests/" in s.path][-1]
     assert "application/vnd.oci.image.index.v1+json" in sent and "*/*" in sent
+
+
+def test_a_tag_purged_on_disk_is_asked_upstream_again_within_seconds(harness):
+    """Hot tag records are kept in memory only briefly, so `mirrorproxy
+    purge` on a running service takes effect at once for the next pull."""
+    import os
+    import shutil
+
+    from mirrorproxy.manifests import RECORD_MEMORY
+
+    digest, body = harness.registry.add_image("library/hot", "v1", [b"layer"])
+    assert harness.get("/v2/library/hot/manifests/v1").body == body
+    assert harness.get("/v2/library/hot/manifests/v1").headers["x-cache"] == "HIT"
+    before = harness.registry.count("GET", "/manifests/")
+    tags = harness.mirror.store.tag_path(harness.mirror.registry.cache_key, "library/hot", "v1")
+    shutil.rmtree(os.path.dirname(tags))
+
+    harness.clock.advance(RECORD_MEMORY + 1)
+    again = harness.get("/v2/library/hot/manifests/v1")
+
+    assert again.body == body
+    assert harness.registry.count("GET", "/manifests/") == before + 1
