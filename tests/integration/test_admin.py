@@ -270,3 +270,22 @@ def test_clear_errors_for_an_unreachable_mirror_and_a_missing_cache(tmp_path: Pa
     missing = admin("stats", "--cache-dir", os.fspath(tmp_path / "absent"))
     assert missing.status == 2
     assert "no cache directory" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_stats_reads_the_hit_ratio_from_a_running_mirrors_metrics(
+    two_platforms: Image, start_mirror: MirrorFactory
+) -> None:
+    image = two_platforms
+    port = free_port()
+    mirror = start_mirror(options=["--metrics-listen", f"tcp:{port}:interface=127.0.0.1"])
+    assert admin("prefetch", image.reference, "--mirror", mirror.url).status == 0  # all misses
+    assert admin("prefetch", image.reference, "--mirror", mirror.url).status == 0  # all hits
+
+    stats = admin(
+        "stats", "--cache-dir", str(mirror.cache_dir), "--metrics", f"http://127.0.0.1:{port}/metrics", "--json"
+    )
+
+    assert stats.status == 0, stats
+    answered = 2 * (1 + len(image.platforms) + len(image.blobs()))
+    ratio = json.loads(stats.stdout)["metrics"]["hitRatio"]
+    assert ratio == pytest.approx(0.5, abs=1 / answered)
