@@ -33,11 +33,8 @@ log = Logger()
 
 HIT, MISS, REVALIDATED, STALE = "HIT", "MISS", "REVALIDATED", "STALE"
 
-# Manifest bodies kept in memory, and how long a tag record read from disk
-# is trusted before reading it again.
+# Manifest bodies kept in memory.
 MEMORY_BUDGET = 32 * 1024 * 1024
-RECORD_MEMORY = 5.0
-MAX_RECORDS = 100_000
 
 
 @frozen
@@ -71,12 +68,11 @@ class ManifestCache:
     _tag_ttl: float
     _fetches: Coalescer = field(factory=Coalescer)
     outcomes: Counter[str] = field(factory=Counter)
-    # Hot answers without a disk read: manifests by digest never change, so
-    # they are kept (within a byte budget); tag records only briefly, so an
-    # admin's `purge` on disk is seen within seconds.
+    # Manifests by digest never change: hot ones are answered from memory
+    # (within a byte budget).  Tag records are always read from disk, so an
+    # admin's `mirrorproxy purge` takes effect at the next pull.
     _bodies: OrderedDict[Digest, StoredManifest] = field(factory=OrderedDict)
     _bodies_size: int = 0
-    _records: dict[tuple[str, str], tuple[float, TagRecord | None]] = field(factory=dict)
 
     async def _read_manifest(self, digest: Digest) -> StoredManifest | None:
         stored = self._bodies.get(digest)
@@ -96,17 +92,6 @@ class ManifestCache:
         while self._bodies_size > MEMORY_BUDGET:
             _, old = self._bodies.popitem(last=False)
             self._bodies_size -= len(old.body)
-
-    async def _read_tag(self, repository: str, tag: str) -> TagRecord | None:
-        now = self._clock.seconds()
-        remembered = self._records.get((repository, tag))
-        if remembered is not None and now - remembered[0] < RECORD_MEMORY:
-            return remembered[1]
-        record = await self._store.read_tag(self._registry, repository, tag)
-        if len(self._records) >= MAX_RECORDS:
-            self._records.clear()
-        self._records[(repository, tag)] = (now, record)
-        return record
 
     async def get(
         self, repository: str, reference: str | Digest, accept: list[str], want_body: bool
@@ -139,7 +124,7 @@ class ManifestCache:
     async def _by_tag(
         self, repository: str, tag: str, accept: list[str], want_body: bool
     ) -> ServedManifest:
-        record = await self._read_tag(repository, tag)
+        record = await self._store.read_tag(self._registry, repository, tag)
         head: ManifestHead | None = None
         if record is not None and accepts(accept, record.media_type):
             age = self._clock.seconds() - record.learnt
@@ -222,7 +207,6 @@ class ManifestCache:
     ) -> None:
         record = TagRecord(digest, media_type, size, self._clock.seconds())
         await self._store.write_tag(self._registry, repository, tag, record)
-        self._records[(repository, tag)] = (self._clock.seconds(), record)
 
     async def _fetch(
         self, repository: str, reference: str | Digest, accept: list[str]
