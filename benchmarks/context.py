@@ -16,13 +16,13 @@ from attrs import define, field
 
 from tests.integration.harness.registry import UpstreamRegistry
 from tests.integration.harness.skopeo import Skopeo
+from tests.integration.harness.slowlink import SlowLink
 
 from .content import Content
 from .memory import cpu_seconds
 from .params import Params
 from .results import LOOPBACK, THROTTLED
 from .systems import Starter, System, Tools
-from .throttle import SharedLink
 
 
 class SystemKilled(Exception):
@@ -46,7 +46,7 @@ class Bench:
     content: Content
     starter: Starter
     work_dir: Path
-    _link: SharedLink | None = field(default=None)
+    _link: SlowLink | None = field(default=None)
     _started: float = field(factory=time.monotonic)
 
     def say(self, message: str) -> None:
@@ -60,7 +60,7 @@ class Bench:
             return self.upstream.url
         assert variant == THROTTLED, variant
         if self._link is None:
-            self._link = SharedLink(self.upstream.port, self.params.throttle_rate)
+            self._link = SlowLink(self.upstream.port, self.params.throttle_rate, shared=True)
         return self._link.url
 
     @contextmanager
