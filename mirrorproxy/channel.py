@@ -1,20 +1,33 @@
-"""The HTTP channel and site: Twisted's, plus a fast answer to TLS on a
-plain port and one structured access-log event per request.
+"""The HTTP channel and site: Twisted's, plus what a mirror facing every
+machine of a site needs on top.
 
-Clients told a mirror is "insecure" (skopeo, containerd, Go's registry
-client) first try TLS and fall back to plain HTTP only when the server
-answers in plain text; Twisted would otherwise wait for a request line that
-never comes, until the client's handshake timeout (10 s per connection).
+- A fast answer to TLS on a plain port.  Clients told a mirror is
+  "insecure" (skopeo, containerd, Go's registry client) first try TLS and
+  fall back to plain HTTP only when the server answers in plain text;
+  Twisted would otherwise wait for a request line that never comes, until
+  the client's handshake timeout (10 s per connection).
+- A deadline for a request's line and headers.  Twisted's idle timeout
+  restarts at every byte, so a client trickling one header byte a minute
+  (slowloris) would hold its connection for ever.
+- No request bodies.  Every request a mirror answers is a GET or a HEAD;
+  Twisted would spool any body over 100 kB to a temporary file, so one
+  client could fill the disk.  A small body is read and ignored, a larger
+  one refused before it is read.
+- One structured access-log event per request.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from io import BytesIO
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
+
+from .errors import UNSUPPORTED, RegistryError
 
 log = Logger("mirrorproxy.access")
 
@@ -28,23 +41,123 @@ _PLAIN_HTTP_ONLY = (
 )
 
 
+# Seconds from a request's first byte to the end of its headers (nginx's
+# client_header_timeout is 60 s; registry clients send theirs at once).
+HEADER_DEADLINE = 30.0
+
+# The most request body read (and ignored); a larger one is refused unread.
+MAX_REQUEST_BODY = 64 * 1024
+
+
+def _refusal(status: bytes, error: RegistryError) -> bytes:
+    body = error.body()
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n"
+        b"\r\n" + body
+    )
+
+
+_HEADERS_TOO_SLOW = _refusal(
+    b"408 Request Timeout",
+    RegistryError(408, UNSUPPORTED, f"the request's headers took longer than {HEADER_DEADLINE:g} s"),
+)
+_BODY_REFUSED = _refusal(
+    b"413 Content Too Large",
+    RegistryError(413, UNSUPPORTED, "this registry mirror is read-only and takes no request bodies"),
+)
+
+
 class MirrorChannel(HTTPChannel):
     _first_bytes_seen = False
+    _header_deadline: IDelayedCall | None = None
+    _refused = False  # a refusal was sent: read nothing more
+    body_received = 0  # bytes of the current request's body
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         if not self._first_bytes_seen and data:
             self._first_bytes_seen = True
             if data[0] == _TLS_HANDSHAKE:
                 self.transport.write(_PLAIN_HTTP_ONLY)
                 self.transport.loseConnection()
                 return
+        if data and self._header_deadline is None and self.line_mode and not self._handlingRequest:
+            # The first bytes of a request: its headers must be in on time.
+            self._header_deadline = self.site.reactor.callLater(HEADER_DEADLINE, self._headers_too_slow)
         super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self._refused:
+            super().lineReceived(line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_header_deadline()
+        self.body_received = 0
+        # `length` is None for a chunked body: counted as it comes.
+        if self.length is not None and self.length > MAX_REQUEST_BODY:
+            self.refuse(_BODY_REFUSED, "a request body of {length} bytes", length=self.length)
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_header_deadline()
+        super().connectionLost(reason)
+
+    def refuse(self, response: bytes, why: str, **fields: object) -> None:
+        """Answer before the request is whole, then close: a client that
+        keeps sending is not read."""
+        if self._refused:
+            return
+        self._refused = True
+        self._cancel_header_deadline()
+        self.setTimeout(None)  # closing now; the idle timer has no more to do
+        log.info(
+            "refused {client}: " + why,
+            client=getattr(self.transport.getPeer(), "host", "-"),
+            **fields,
+        )
+        self.transport.write(response)
+        self.loseConnection()
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        self.refuse(_HEADERS_TOO_SLOW, "headers not in after {seconds} s", seconds=HEADER_DEADLINE)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
 
 
 class MirrorRequest(Request):
     """A request that knows when it started, for the access log."""
 
     started_at: float = 0.0
+
+    def gotLength(self, length: int | None) -> None:
+        # Never Twisted's temporary file: bodies are small or refused.
+        self.content = BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        channel = self.channel
+        channel.body_received += len(data)
+        if channel.body_received > MAX_REQUEST_BODY:
+            channel.refuse(_BODY_REFUSED, "a chunked request body over {limit} bytes", limit=MAX_REQUEST_BODY)
+            return
+        self.content.write(data)
 
     def process(self) -> None:
         self.started_at = self.channel.site.reactor.seconds() if self.channel else 0.0
