@@ -95,6 +95,26 @@ def cache_options(command: F) -> F:
     return command
 
 
+def removal_options(grace_help: str) -> Callable[[F], F]:
+    """--grace and --dry-run, for the commands that remove content."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--dry-run", is_flag=True, help="Say what would be removed; remove nothing."
+        )(command)
+        command = click.option(
+            "--grace",
+            metavar="DURATION",
+            default=display.human_duration(DEFAULT_GRACE),
+            show_default=True,
+            callback=_duration,
+            help=grace_help,
+        )(command)
+        return command
+
+    return decorate
+
+
 def plain_errors(command: F) -> F:
     """Expected failures become one line and exit status 1, not a traceback."""
 
@@ -208,15 +228,7 @@ def verify_command(cache_dir: str, registry: str | None, jobs: int) -> None:
 
 @main.command(name="gc")
 @cache_options
-@click.option(
-    "--grace",
-    metavar="DURATION",
-    default=display.human_duration(DEFAULT_GRACE),
-    show_default=True,
-    callback=_duration,
-    help="Keep unreferenced content written or used more recently than this.",
-)
-@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@removal_options(grace_help="Keep unreferenced content written or used more recently than this.")
 @plain_errors
 def gc_command(cache_dir: str, registry: str | None, grace: float, dry_run: bool) -> None:
     """Remove manifests and blobs that no tag references."""
@@ -228,15 +240,7 @@ def gc_command(cache_dir: str, registry: str | None, grace: float, dry_run: bool
 @cache_options
 @click.argument("target", metavar="REPOSITORY[:TAG]")
 @click.option("--gc", "with_content", is_flag=True, help="Also remove what only these tags referenced.")
-@click.option(
-    "--grace",
-    metavar="DURATION",
-    default=display.human_duration(DEFAULT_GRACE),
-    show_default=True,
-    callback=_duration,
-    help="With --gc: keep content written or used more recently than this.",
-)
-@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@removal_options(grace_help="With --gc: keep content written or used more recently than this.")
 @plain_errors
 def purge_command(
     cache_dir: str, registry: str | None, target: str, with_content: bool, grace: float, dry_run: bool
