@@ -11,14 +11,24 @@ What a user would notice is asserted: the digests of what was pulled, the
 proxy's log of tunnels and requests (it saw the CONNECT; one tunnel carried
 every registry request), the registry's access log (it saw nothing when TLS
 or the proxy refused), and errors that name the proxy's status or the TLS
-failure without the proxy password. Showing that the registry is unreachable
-without the proxy would need a network namespace; the proxy's log stands in.
+failure without the proxy password.
+
+That the proxy is the only way out is shown with `twistd mirrorproxy` in a
+network namespace of its own (harness.netns): inside it only its loopback,
+plus two bridges, one to the proxy's port and one for clients to reach the
+mirror; the registry and the token service listen on the host's 127.0.0.1,
+which the namespace cannot reach. Through the proxy the pull succeeds and
+the proxy logs the CONNECT; without it the same mirror answers its
+UNAVAILABLE error and the registry sees nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,12 +48,16 @@ from mirrorproxy.upstream import UpstreamClient, UpstreamUnavailable
 from ..testca import TestCA
 from .conftest import show_log_on_failure
 from .harness.forwardproxy import ForwardProxy
+from .harness.mirror import Mirror
+from .harness.netns import Bridge, NetworkNamespace, open_namespace
 from .harness.oci import HOST, Image
 from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.registry import UpstreamRegistry
+from .harness.skopeo import Skopeo
 from .harness.tlsregistry import TLSRegistry
 from .harness.tokens import TokenIssuer
-from .harness.tools import require_tool
+from .harness.tools import require_root, require_tool
+from .harness.verify import assert_dir_copy
 
 pytestmark = pytest.mark.integration
 
@@ -284,9 +298,6 @@ def test_the_mirror_pulls_through_the_authenticating_proxy_as_deployed(
     a private CA; the proxy password lives in a 0600 config file."""
     import os
 
-    from .harness.mirror import Mirror
-    from .harness.verify import assert_dir_copy
-
     config = tmp_path / "mirrorproxy.toml"
     config.write_text(
         f'upstream-proxy = "{proxy.url()}"\n'
@@ -326,3 +337,130 @@ def test_a_world_readable_config_with_a_proxy_password_is_refused(
     assert result.returncode != 0
     assert "readable by everyone" in result.stderr + result.stdout
     assert PROXY_CREDENTIALS[1] not in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="module")
+def netns(
+    proxy_process: ForwardProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NetworkNamespace]:
+    """A network namespace whose one way out is a bridge to the proxy's port."""
+    require_root("a network namespace")
+    require_tool("ip", "iproute2")
+    with open_namespace(tmp_path_factory.mktemp("netns")) as created:
+        created.bridge_in(proxy_process.port)
+        yield created
+
+
+@pytest.fixture
+def start_mirror_inside(
+    netns: NetworkNamespace,
+    tls_registry: TLSRegistry,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[[str], Mirror]]:
+    """``start_mirror_inside(config)``: `twistd mirrorproxy --config` (a 0600
+    file holding ``config``) in the namespace, upstream the TLS registry,
+    reached by this process through a bridge out as ``mirror.host``."""
+    started: list[tuple[Mirror, Bridge]] = []
+
+    def start(config_text: str) -> Mirror:
+        config = tmp_path / f"mirrorproxy-{len(started)}.toml"
+        config.write_text(config_text)
+        config.chmod(0o600)
+        log_path = tmp_path / f"mirror-{len(started)}.log"
+        show_log_on_failure(request, f"mirror #{len(started)} (in the namespace) log", log_path)
+        bridge = netns.bridge_out()
+        try:
+            mirror = Mirror.start(
+                tls_registry.url,
+                tmp_path / f"cache-{len(started)}",
+                log_path,
+                options=["--config", str(config)],
+                port=bridge.port,
+                command_prefix=netns.command,
+            )
+        except BaseException:
+            bridge.stop()
+            raise
+        started.append((mirror, bridge))
+        return mirror
+
+    yield start
+    errors = []
+    for mirror, bridge in started:
+        try:
+            mirror.stop()
+        except RuntimeError as error:
+            errors.append(str(error))
+        bridge.stop()
+    assert not errors, "\n".join(errors)
+
+
+def test_in_a_network_namespace_the_mirror_pulls_through_the_proxy(
+    netns: NetworkNamespace,
+    start_mirror_inside: Callable[[str], Mirror],
+    tls_registry: TLSRegistry,
+    proxy: ForwardProxy,
+    issuer: TokenIssuer,
+    image: Image,
+    skopeo: Skopeo,
+    tmp_path: Path,
+) -> None:
+    mirror = start_mirror_inside(
+        f'upstream-proxy = "{proxy.url()}"\nupstream-ca = "{tls_registry.ca_bundle}"\n'
+    )
+    assert netns.holds(mirror.process.pid)
+    # From where the mirror runs, neither the registry nor the token service
+    # can be reached; the proxy's port can, through the bridge.
+    assert netns.reaches(tls_registry.port) == "ECONNREFUSED"
+    assert netns.reaches(issuer.port) == "ECONNREFUSED"
+    assert netns.reaches(proxy.port) == "connected"
+
+    proxy_mark, registry_mark = proxy.mark(), tls_registry.access.mark()
+    tokens_before = issuer.count(scope=f"repository:{image.name}:pull")
+    out = tmp_path / "out"
+    skopeo.pull_to_dir(mirror.host, image.reference, out)
+    assert_dir_copy(out, image)
+
+    # Every byte came from the registry, through tunnels the proxy opened:
+    # CONNECTs to the registry, absolute-form GETs to the token service.
+    for blob in image.blobs():
+        assert tls_registry.access.blob_fetches(image.name, blob.digest, registry_mark) == 1
+    connects = proxy.connects(proxy_mark)
+    assert connects and set(connects) == {f"localhost:{tls_registry.port}"}, connects
+    forwarded = [r for r in proxy.requests(proxy_mark) if r.method != "CONNECT"]
+    assert forwarded and all(
+        r.method == "GET" and r.target.startswith(issuer.realm + "?") for r in forwarded
+    ), forwarded
+    assert issuer.count(scope=f"repository:{image.name}:pull") > tokens_before
+    assert PROXY_CREDENTIALS[1] not in mirror.process.log_path.read_text()
+
+
+def test_in_a_network_namespace_without_the_proxy_the_registry_is_unreachable(
+    netns: NetworkNamespace,
+    start_mirror_inside: Callable[[str], Mirror],
+    tls_registry: TLSRegistry,
+    proxy: ForwardProxy,
+    issuer: TokenIssuer,
+    image: Image,
+) -> None:
+    # The same mirror, the same upstream and CA, no proxy.
+    mirror = start_mirror_inside(f'upstream-ca = "{tls_registry.ca_bundle}"\n')
+    assert netns.holds(mirror.process.pid)
+    proxy_mark, registry_mark = proxy.mark(), tls_registry.access.mark()
+    tokens_before = issuer.count()
+
+    status, _, body = mirror.get(f"/v2/{image.name}/manifests/{image.tag}", timeout=60)
+    assert status == 502, body
+    [error] = json.loads(body)["errors"]
+    assert error["code"] == "UNAVAILABLE", error
+    assert f"cannot reach localhost:{tls_registry.port}" in error["message"], error
+    assert "refused" in error["message"].lower(), error
+
+    # Nothing reached the registry, the token service or the proxy ...
+    assert tls_registry.access.requests(registry_mark) == []
+    assert issuer.count() == tokens_before
+    assert proxy.requests(proxy_mark) == []
+    # ... though the registry is up and answers on the host.
+    socket.create_connection(("127.0.0.1", tls_registry.port), timeout=5).close()
+    assert netns.reaches(tls_registry.port) == "ECONNREFUSED"

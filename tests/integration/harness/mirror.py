@@ -64,11 +64,18 @@ class Mirror:
         *,
         options: Sequence[str] = (),
         tls: ServerFiles | None = None,
+        port: int | None = None,
+        command_prefix: Sequence[str] = (),
     ) -> Mirror:
         """Start the mirror on a free port of 127.0.0.1 with ``options``
         (e.g. ``--htpasswd FILE``) after its own, over TLS with ``tls``'s
-        files if given; wait until it answers."""
-        port = free_port()
+        files if given; wait until it answers.
+
+        ``command_prefix`` runs twistd through another command (``ip netns
+        exec NAME``: see harness.netns); ``port`` is then the port it listens
+        on there, which this process must reach as 127.0.0.1:``port`` too (a
+        bridge out of the namespace)."""
+        port = port or free_port()
         if tls is None:
             listen = f"tcp:{port}:interface=127.0.0.1"
         else:
@@ -79,6 +86,7 @@ class Mirror:
                 f":privateKey={tls.key}:certKey={tls.certificate}"
             )
         argv = [
+            *command_prefix,
             twistd(),
             "-n",
             "--pidfile=",
