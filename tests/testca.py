@@ -5,7 +5,8 @@ and IP addresses, valid from an hour ago for a day: what a private registry
 or a TLS-intercepting proxy would present, signed by a CA no platform trusts.
 For a server started as a process (the mirror's ``ssl:`` listener) it also
 writes the certificate, its key and the CA's certificate where that server
-and its clients read them.
+and its clients read them; for a server in memory (unit tests) it gives the
+TLS connection creator.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
 
 
 def _validity() -> tuple[datetime.datetime, datetime.datetime]:
@@ -50,10 +55,32 @@ class ServerIdentity:
         key.chmod(0o600)
         return certificate, key
 
-    @property
-    def combined_pem(self) -> bytes:
-        """Key and certificate in one PEM, as Twisted's PrivateCertificate reads it."""
-        return self.key_pem + self.certificate_pem
+    def server_tls(self) -> IOpenSSLServerConnectionCreator:
+        """TLS for a server with this identity, for `TLSMemoryBIOFactory`.
+
+        Not ``PrivateCertificate.options()``: Twisted hands OpenSSL the
+        pyOpenSSL ``X509`` and ``PKey`` wrappers, which pyOpenSSL has
+        deprecated; the context here gets the cryptography objects.
+        """
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.use_certificate(x509.load_pem_x509_certificate(self.certificate_pem))
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        context.use_privatekey(key)
+        context.check_privatekey()
+        return _ServerTLS(context)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+@frozen
+class _ServerTLS:
+    """One server context, a connection from it per client; Twisted sets the
+    accept state and the app data."""
+
+    _context: SSL.Context
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
 
 
 @frozen
