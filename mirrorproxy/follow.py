@@ -1,15 +1,23 @@
 """Streaming a file to one client at the client's pace, following it as it grows.
 
 A `FileFollower` is a push producer registered with the client's request.
-It reads the next chunk (in the thread pool: a read may hit the disk) only
-when the client's transport wants more, so a slow client holds at most one
-chunk plus its socket buffer, and never slows anything else down.  The file
-is either complete (a cache hit) or a spool file still being filled, which
-the follower reads up to what the fill says is safe to send.
+It reads the next chunk only when the client's transport wants more, so a
+slow client holds at most one chunk plus its socket buffer, and never slows
+anything else down.  The file is either complete (a cache hit) or a spool
+file still being filled, which the follower reads up to what the fill says
+is safe to send.
+
+On plain TCP everything after the first chunk goes by sendfile(2) in the
+thread pool, from the file straight to the socket, for cache hits and
+followers of a fill alike (a fill's `readable` already stops short of what
+is not verified).  A chunk that must pass through Python (TLS, the first
+chunk, a relayed tail) is read on the reactor thread when the page cache
+has it (``RWF_NOWAIT``: such a read cannot block), in the pool otherwise.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Protocol
 
@@ -27,6 +35,10 @@ from .store import Runner
 log = Logger()
 
 CHUNK_SIZE = 256 * 1024
+
+# A follower that has caught up with a running fill waits for at least this
+# much more before its next sendfile, rather than one pool call per write.
+FOLLOW_BATCH = 1024 * 1024
 
 
 class Source(Protocol):
@@ -98,8 +110,34 @@ def abort_connection(request: Request) -> None:
     (abort or transport.loseConnection)()
 
 
-# sendfile(2) for cache hits on plain TCP: at most this much per pool call.
+# sendfile(2) on plain TCP: at most this much per pool call.
 SENDFILE_WINDOW = 8 * 1024 * 1024
+
+# Whether preadv(RWF_NOWAIT) can work here; cleared at its first refusal.
+_nowait = [hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")]
+
+
+def read_cached(fd: int, size: int, offset: int) -> bytes | None:
+    """Up to `size` bytes at `offset` if the page cache holds them, else None.
+
+    preadv(2) with RWF_NOWAIT never waits for the disk, so this is safe on
+    the reactor thread; a file just written by a fill is in the page cache.
+    """
+    if not _nowait[0]:
+        return None
+    buffer = bytearray(size)
+    try:
+        n = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            _nowait[0] = False
+            return None
+        raise
+    if n <= 0:
+        return None  # let the pool's read tell an early end from a miss
+    return bytes(buffer) if n == size else bytes(memoryview(buffer)[:n])
 
 
 def _sendfile_some(socket_fd: int, file_fd: int, offset: int, count: int) -> int:
@@ -136,6 +174,11 @@ def plain_tcp(request: Request) -> tcp.Connection | None:
     return transport
 
 
+def _content_length_framed(request: Request) -> bool:
+    # Chunked framing needs each chunk's size in the stream: no sendfile.
+    return request.responseHeaders.hasHeader(b"content-length")
+
+
 def _write_buffer_empty(transport: tcp.Connection) -> bool:
     # Twisted's own attributes: what it has buffered must go out before a
     # single byte is written to the socket behind its back.
@@ -163,17 +206,17 @@ class FileFollower:
     _done: bool = False
     sent: int = 0
     _over: Deferred[None] = field(factory=Deferred)
-    # A cache hit on plain TCP: after the first chunk (written, to learn
-    # when Twisted's buffer is empty) the rest goes by sendfile(2).
+    # Plain TCP: after the first chunk (written, to learn when Twisted's
+    # buffer is empty) what is in the file goes by sendfile(2).
     _tcp: tcp.Connection | None = None
     _stalls: int = 0
 
     def begin(self) -> Deferred[None]:
         """Start streaming; the result fires when this response is over."""
-        if isinstance(self._source, CompleteFile):
-            if self._end is None:
-                self._end = self._source.size
-            if self._end - self._start > 2 * self._chunk_size:
+        if isinstance(self._source, CompleteFile) and self._end is None:
+            self._end = self._source.size
+        if self._end is None or self._end - self._start > 2 * self._chunk_size:
+            if _content_length_framed(self._request):
                 self._tcp = plain_tcp(self._request)
         self._offset = self._next = self._start
         self._source.at(self, self._offset)
@@ -216,12 +259,6 @@ class FileFollower:
                 continue
             if self._reading or self._waiting:
                 return
-            if self._tcp is None and self.sent > 0 and self._source.finished():
-                self._switch_to_sendfile()
-            if self._tcp is not None and self.sent > 0:
-                if not self._paused:
-                    self._sendfile()
-                return
             if self._source.failed():
                 log.info("aborting a response: its content failed verification or upstream")
                 self._close("aborted", abort=True)
@@ -229,14 +266,23 @@ class FileFollower:
             limit = self._limit()
             if self._next < limit:
                 in_file = self._source.in_file()
+                if self._tcp is not None and self.sent > 0 and self._next < in_file:
+                    if not self._paused:
+                        self._sendfile(min(limit, in_file))
+                    return
                 if self._next >= in_file:
                     # Relayed from memory: the cache could not take these.
                     size = min(self._chunk_size, limit - self._next)
                     if not self._read_ahead(self._source.memory(self._next, size)):
                         return
                     continue
-                self._reading = True
                 size = min(self._chunk_size, min(limit, in_file) - self._next)
+                data = read_cached(self._fd, size, self._next)
+                if data is not None:
+                    if not self._read_ahead(data):
+                        return
+                    continue
+                self._reading = True
                 d = Deferred.fromCoroutine(self._read(size, self._next))
                 d.addCallbacks(self._got, self._read_failed)
                 return
@@ -280,25 +326,14 @@ class FileFollower:
 
     # -- sendfile ---------------------------------------------------------------
 
-    def _switch_to_sendfile(self) -> None:
-        """A fill this response followed is done and whole on disk: send the
-        rest the way cache hits go."""
-        end = self._source.readable() if self._end is None else self._end
-        if self._source.in_file() >= end and end - self._offset > 2 * self._chunk_size:
-            self._tcp = plain_tcp(self._request)
-            if self._tcp is not None:
-                self._end = end
-
-    def _sendfile(self) -> None:
-        assert self._tcp is not None and self._end is not None
-        if self._offset >= self._end:
-            self._close("finished")
-            return
+    def _sendfile(self, limit: int) -> None:
+        """Send from the file up to `limit` (what is in it and may be sent)."""
+        assert self._tcp is not None
         if not _write_buffer_empty(self._tcp):
             self._when_writable()
             return
         self._reading = True
-        count = min(SENDFILE_WINDOW, self._end - self._offset)
+        count = min(SENDFILE_WINDOW, limit - self._offset)
         socket_fd = self._tcp.getHandle().fileno()
         d = ensureDeferred(self._run(_sendfile_some, socket_fd, self._fd, self._offset, count))
         d.addCallbacks(self._sendfile_sent, self._sendfile_failed, callbackArgs=(count,))
@@ -348,8 +383,21 @@ class FileFollower:
         self._close("aborted", abort=True)
 
     def _source_changed(self, _: object) -> None:
+        if self._tcp is not None and self.sent > 0 and self._worth_waiting():
+            # Caught up with a running fill: let it write more first.
+            self._source.changed().addBoth(self._source_changed)
+            return
         self._waiting = False
         self._pump()
+
+    def _worth_waiting(self) -> bool:
+        source = self._source
+        if self._done or source.finished() or source.failed():
+            return False
+        limit = self._limit()
+        if self._end is not None and limit >= self._end:
+            return False
+        return limit - self._offset < FOLLOW_BATCH
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
