@@ -122,19 +122,17 @@ class _EgressAgent:
                 if server.authorization is not None:
                     headers.setRawHeaders(b"proxy-authorization", [server.authorization])
                 d = self._forwarders[server].request(method, uri, headers, bodyProducer)
-                return d.addCallback(_refuse_407, server, target)
+                return d.addCallback(_refuse_proxy_answer, server, target)
         d = self._agent.request(method, uri, headers, bodyProducer)
         if parsed.scheme == b"https":
             d.addErrback(_name_tls_failure, target)
         return d
 
 
-def _refuse_407(response: IResponse, server: ProxyServer, target: str) -> IResponse:
-    # 407 comes only from proxies (RFC 9110 15.5.8), so it is never an
-    # upstream's answer: report it as CONNECT's 407 is reported.  Other
-    # statuses may be the upstream's own and pass through (a proxy's 401
-    # cannot be told from a registry's challenge).
-    if response.code != 407:
+def _refuse_proxy_answer(response: IResponse, server: ProxyServer, target: str) -> IResponse:
+    """Report the proxy's own refusal as CONNECT's is reported; pass
+    everything else through, the upstream's 401 challenges included."""
+    if response.code != 407 and not _tinyproxy_401(response, server):
         return response
     offered = offered_schemes(
         {b"proxy-authenticate": response.headers.getRawHeaders(b"proxy-authenticate", [])}
@@ -143,11 +141,23 @@ def _refuse_407(response: IResponse, server: ProxyServer, target: str) -> IRespo
     raise ProxyRefused(
         server.address,
         f"a request for {target}",
-        407,
+        response.code,
         printable(response.phrase),
         offered=offered,
         sent_credentials=server.authorization is not None,
     )
+
+
+def _tinyproxy_401(response: IResponse, server: ProxyServer) -> bool:
+    # 407 comes only from proxies (RFC 9110 15.5.8), but a 401 is usually the
+    # upstream's challenge.  tinyproxy before 1.12 answers wrong credentials
+    # with a 401 of its own (its issue #532); the answers it makes up carry
+    # "Server: tinyproxy/VERSION", those it forwards keep the upstream's
+    # headers and get no Server header from it.
+    if response.code != 401 or server.authorization is None:
+        return False
+    product = b"".join(response.headers.getRawHeaders(b"server", [])[:1])
+    return product.lower().startswith(b"tinyproxy/")
 
 
 def _name_tls_failure(failure: Failure, target: str) -> Failure:

@@ -31,7 +31,7 @@ class ProxyTimeout(ProxyError, net_error.TimeoutError):
 
 class ProxyRefused(ProxyError):
     """The proxy answered CONNECT with a status that is not 2xx, or an
-    absolute-form request with 407."""
+    absolute-form request with 407 (or with tinyproxy's own 401)."""
 
     def __init__(
         self,

@@ -244,6 +244,33 @@ async def test_a_wrong_proxy_password_fails_with_the_proxy_status(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_wrong_proxy_password_for_an_http_upstream_is_the_proxy_refusing(
+    upstream: UpstreamRegistry, proxy: ForwardProxy, image: Image
+) -> None:
+    """Requests for http:// URLs go to the proxy in absolute form, where a 401
+    is usually the registry's challenge; tinyproxy 1.11's own 401 to a wrong
+    password (see harness.forwardproxy) must not pass for one."""
+    registry_mark = upstream.mark()
+    wrong = proxy.url((PROXY_CREDENTIALS[0], WRONG_PASSWORD))
+    message = await Puller.build(upstream.url, proxy=ProxySettings.from_url(wrong)).refused(image)
+    prefix = f"proxy 127.0.0.1:{proxy.port} answered a request for {upstream.host} with "
+    assert prefix in message, message
+    # 401 from tinyproxy 1.11, 407 from later ones.
+    assert message.split(prefix)[1][:3] in ("401", "407"), message
+    assert message.endswith("(it refused the user and password of the proxy URL)"), message
+    assert WRONG_PASSWORD not in message
+    assert upstream.requests(registry_mark) == []
+
+    # With the right password, the registry's own 401 through the same proxy
+    # is still its token challenge, and the pull goes through.
+    proxy_mark = proxy.mark()
+    puller = Puller.build(upstream.url, proxy=ProxySettings.from_url(proxy.url()))
+    assert await puller.pull(image) == whole(image)
+    assert upstream.count("GET", f"/v2/{image.name}/manifests/{image.tag}", registry_mark) == 2
+    assert [r.method for r in proxy.requests(proxy_mark)] == ["GET"] * (3 + len(image.blobs()))
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_credentials_for_the_proxy_fails_with_407(
     tls_registry: TLSRegistry, proxy: ForwardProxy, image: Image
 ) -> None:
