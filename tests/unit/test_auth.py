@@ -341,34 +341,22 @@ def token_service_answers(harness: Harness, status: int) -> None:
     harness.registry.status_override = lambda seen: status if seen.host == AUTH_HOST else None
 
 
-def test_token_service_outage_is_unavailable_not_denied(tokens):
-    token_service_answers(tokens, 503)
+@pytest.mark.parametrize(
+    ("token_status", "status", "code"),
+    [
+        pytest.param(503, 502, "UNAVAILABLE", id="outage-is-unavailable-not-denied"),
+        pytest.param(429, 429, "TOOMANYREQUESTS", id="rate-limit-is-toomanyrequests"),
+        pytest.param(401, 403, "DENIED", id="refusal-is-denied"),
+    ],
+)
+def test_token_service_failure_is_a_registry_error(tokens, token_status, status, code):
+    token_service_answers(tokens, token_status)
     digest = tokens.registry.add_blob(b"layer")
 
     response = tokens.get(blob_path(digest))
 
-    assert response.status == 502
-    assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
-
-
-def test_token_service_rate_limit_is_toomanyrequests(tokens):
-    token_service_answers(tokens, 429)
-    digest = tokens.registry.add_blob(b"layer")
-
-    response = tokens.get(blob_path(digest))
-
-    assert response.status == 429
-    assert response.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
-
-
-def test_token_service_refusal_is_denied(tokens):
-    token_service_answers(tokens, 401)
-    digest = tokens.registry.add_blob(b"layer")
-
-    response = tokens.get(blob_path(digest))
-
-    assert response.status == 403
-    assert response.json()["errors"][0]["code"] == "DENIED"
+    assert response.status == status
+    assert response.json()["errors"][0]["code"] == code
     assert tokens.registry.count("GET", "/blobs/") == 1  # never retried without a token
     assert tokens.registry.count("GET", "/data/", host=CDN_HOST) == 0
 
@@ -437,7 +425,15 @@ def test_basic_challenge_answered_with_configured_credentials(harness):
     assert harness.registry.issued == 0
 
 
-def test_basic_challenge_without_credentials_is_denied(harness):
+@pytest.mark.parametrize(
+    ("credentials", "blob_gets"),
+    [
+        pytest.param(None, 1, id="without-credentials"),
+        pytest.param(Credentials("user", "wrong"), 2, id="wrong-credentials-after-one-retry"),
+    ],
+)
+def test_basic_challenge_not_met_is_denied(harness, credentials, blob_gets):
+    with_credentials(harness, credentials)
     harness.registry.basic_auth = ("user", "s3cret")
     digest = harness.registry.add_blob(b"layer")
 
@@ -445,19 +441,7 @@ def test_basic_challenge_without_credentials_is_denied(harness):
 
     assert response.status == 403
     assert response.json()["errors"][0]["code"] == "DENIED"
-    assert harness.registry.count("GET", "/blobs/") == 1
-
-
-def test_wrong_basic_credentials_are_denied_after_one_retry(harness):
-    with_credentials(harness, Credentials("user", "wrong"))
-    harness.registry.basic_auth = ("user", "s3cret")
-    digest = harness.registry.add_blob(b"layer")
-
-    response = harness.get(blob_path(digest))
-
-    assert response.status == 403
-    assert response.json()["errors"][0]["code"] == "DENIED"
-    assert harness.registry.count("GET", "/blobs/") == 2
+    assert harness.registry.count("GET", "/blobs/") == blob_gets
 
 
 def test_credentials_go_to_the_token_service_not_the_registry(harness):
