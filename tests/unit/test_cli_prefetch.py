@@ -116,6 +116,11 @@ def blob_gets(server: StaticServer) -> set[str]:
     return {p.rsplit("/", 1)[1] for p in server.paths() if "/blobs/" in p}
 
 
+def registry_error(status: int, code: str, message: str) -> Answer:
+    """An answer with a registry's JSON error body."""
+    return Answer(status, {}, json.dumps({"errors": [{"code": code, "message": message}]}).encode())
+
+
 def test_every_platform_of_an_index_but_not_its_attestations(mirror: StaticServer) -> None:
     registry = Registry(mirror)
     amd64, amd64_blobs = registry.image(3000, 4000)
@@ -223,9 +228,7 @@ def test_a_manifest_whose_bytes_do_not_match_its_digest_fails(mirror: StaticServ
 
 
 def test_registry_errors_are_reported_with_their_code(mirror: StaticServer) -> None:
-    mirror.answers["/v2/org/app/manifests/9"] = Answer(
-        404, {}, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
-    )
+    mirror.answers["/v2/org/app/manifests/9"] = registry_error(404, "MANIFEST_UNKNOWN", "manifest unknown")
 
     result = invoke("prefetch", "org/app:9", "--mirror", mirror.url)
 
@@ -280,9 +283,7 @@ def test_a_username_without_a_password_is_a_usage_error(monkeypatch: pytest.Monk
 
 
 def test_a_mirror_that_refuses_is_one_clear_line(mirror: StaticServer) -> None:
-    mirror.answers["/v2/"] = Answer(
-        401, {}, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
-    )
+    mirror.answers["/v2/"] = registry_error(401, "UNAUTHORIZED", "authentication required")
 
     result = invoke("prefetch", "alpine", "--mirror", mirror.url)
 
