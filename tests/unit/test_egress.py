@@ -789,6 +789,51 @@ def test_http_proxy_407_fails_the_request_naming_the_status(world: World) -> Non
     assert "it refused the user and password of the proxy URL" in str(failure.value)
 
 
+@define(eq=False)
+class Answer401(Resource):
+    """A 401 as tinyproxy 1.11 makes one up, or as a registry's challenge
+    comes through a proxy (the Site's own Server header: not tinyproxy)."""
+
+    isLeaf = True
+    server: bytes | None
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(401)
+        if self.server is not None:
+            request.setHeader(b"Server", self.server)
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="Tinyproxy"')
+        else:
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="http://auth.test/token"')
+        return b"no"
+
+
+def test_http_proxy_tinyproxy_401_fails_the_request_as_the_proxy_refusing(world: World) -> None:
+    # tinyproxy before 1.12 answers wrong credentials with 401 (its issue #532).
+    agent = world.agent(ProxySettings.from_url(PROXY_URL))
+    d = agent.request(b"GET", b"http://registry.test/v2/")
+    world.accept(world.proxy(Site(Answer401(b"tinyproxy/1.11.1"), reactor=world.reactor)))
+    failure = failed(d, ProxyRefused)
+    assert str(failure.value) == (
+        "proxy proxy.test:3128 answered a request for registry.test:80 with 401 Unauthorized "
+        "(it refused the user and password of the proxy URL)"
+    )
+    assert_no_secrets(str(failure.value))
+
+
+def test_http_through_the_proxy_an_upstream_401_is_the_upstreams(world: World) -> None:
+    agent = world.agent(ProxySettings.from_url(PROXY_URL))
+    d = agent.request(b"GET", b"http://registry.test/v2/")
+    world.accept(world.proxy(Site(Answer401(None), reactor=world.reactor)))
+    response = succeeded(d)
+    assert response.code == 401
+    assert response.headers.getRawHeaders(b"www-authenticate") == [
+        b'Bearer realm="http://auth.test/token"'
+    ]
+
+
 def test_no_proxy_hosts_go_direct_over_tls_and_in_origin_form(world: World, bundle: str) -> None:
     environ = {"https_proxy": PROXY_URL, "http_proxy": PROXY_URL, "no_proxy": ".internal.test"}
     agent = world.agent(proxy_settings(None, environ), ca_file=bundle)
