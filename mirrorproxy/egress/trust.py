@@ -9,11 +9,11 @@ log).  `tls_policy` is the IPolicyForHTTPS the agent uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
-from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -40,21 +40,34 @@ INSECURE_WARNING = (
 _TLS_CACHE_SIZE = 256
 
 
-def read_ca_bundle(path: str) -> tuple[x509.Certificate, ...]:
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def read_ca_bundle(path: str) -> tuple[crypto.X509, ...]:
     """The certificates of a PEM bundle; ConfigError if there are none.
 
     Read once at startup (blocking, before the reactor runs), never per
-    connection.
+    connection.  Parsed by OpenSSL, which verifies with them, not by
+    `cryptography`: a corporate CA is often appended to the platform's
+    bundle, whose old roots with a serial number of 0 `cryptography` warns
+    about and means to refuse.
     """
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read CA bundle {path}: {e.strerror or e}") from None
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise ConfigError(f"CA bundle {path} holds no PEM certificates (or a broken one)") from None
+    blocks = _PEM_CERTIFICATE.findall(data)
+    if not blocks:
+        raise ConfigError(f"CA bundle {path} holds no PEM certificates")
+    certificates = []
+    for number, block in enumerate(blocks, 1):
+        try:
+            certificates.append(crypto.load_certificate(crypto.FILETYPE_PEM, block))
+        except crypto.Error:
+            raise ConfigError(f"CA bundle {path}: certificate {number} of {len(blocks)} is broken") from None
     return tuple(certificates)
 
 
@@ -67,8 +80,8 @@ class _PlatformTrustPlus(OpenSSLDefaultPaths):
     NO_PROXY) directly.
     """
 
-    def __init__(self, extra: tuple[x509.Certificate, ...]) -> None:
-        self._extra = [crypto.X509.from_cryptography(c) for c in extra]
+    def __init__(self, extra: tuple[crypto.X509, ...]) -> None:
+        self._extra = extra
 
     def _addCACertsToContext(self, context: SSL.Context) -> None:
         super()._addCACertsToContext(context)

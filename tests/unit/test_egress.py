@@ -13,6 +13,7 @@ the body that came back, the error that names the proxy's status.
 from __future__ import annotations
 
 import base64
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from mirrorproxy.egress import (
     proxy_settings,
     tls_policy,
 )
-from mirrorproxy.egress.trust import _PlatformTrustPlus
+from mirrorproxy.egress.trust import _PlatformTrustPlus, read_ca_bundle
 
 from ..testca import ServerIdentity, TestCA
 
@@ -883,10 +884,31 @@ def test_the_added_bundle_extends_the_platform_roots(ca: TestCA, tmp_path: Path)
             return False
         return True
 
-    plus = _PlatformTrustPlus((ca.certificate,))
+    plus = _PlatformTrustPlus((crypto.X509.from_cryptography(ca.certificate),))
     assert verifies(plus, ours)
     assert verifies(plus, crypto.X509.from_cryptography(system_root))
     assert not verifies(platformTrust(), ours)
+
+
+def test_a_ca_appended_to_the_platform_bundle_is_read_whole_and_without_warnings(
+    ca: TestCA, tmp_path: Path
+) -> None:
+    # The usual corporate recipe: cat corp-ca.pem >> ca-certificates.crt.
+    # Debian's bundle holds roots with serial number 0, which cryptography
+    # warns about now and means to refuse later: reading must not depend on it.
+    system_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not system_bundle.exists():
+        pytest.skip("no platform CA bundle (Debian package ca-certificates)")
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(system_bundle.read_bytes() + b"\n" + ca.certificate_pem)
+    platform_count = system_bundle.read_bytes().count(b"-----BEGIN CERTIFICATE-----")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        certificates = read_ca_bundle(str(combined))
+
+    assert len(certificates) == platform_count + 1
+    assert certificates[-1].to_cryptography() == ca.certificate
 
 
 def test_tls_settings_errors(tmp_path: Path, ca: TestCA) -> None:
@@ -895,6 +917,11 @@ def test_tls_settings_errors(tmp_path: Path, ca: TestCA) -> None:
     (tmp_path / "empty.pem").write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="holds no PEM certificates"):
         tls_policy(ca_file=str(tmp_path / "empty.pem"))
+    (tmp_path / "broken.pem").write_bytes(
+        ca.certificate_pem + b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(ConfigError, match="certificate 2 of 2 is broken"):
+        tls_policy(ca_file=str(tmp_path / "broken.pem"))
     bundle = str(ca.write_bundle(tmp_path / "ca.pem"))
     with pytest.raises(ConfigError, match="contradict"):
         tls_policy(ca_file=bundle, verify=False)
