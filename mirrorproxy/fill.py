@@ -9,8 +9,9 @@ Clients never read the upstream body: they follow the spool file (see
 held back until the length and digest check out, so no client ever sees a
 clean end to a wrong or short body; on a failure every follower aborts and
 nothing is committed.  An upstream that dies or goes silent mid-body is asked
-for the rest with a Range request; a spool file that cannot be written (disk
-full) turns the fill into a relay from a bounded memory tail.
+for the rest with a Range request; a spool file that cannot be created or
+written (disk full, read-only cache) turns the fill into a relay from a
+bounded memory tail.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections import deque
 from typing import Any
 
 from attrs import define, field
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -47,6 +49,11 @@ TAIL_LOW = 2 * 1024 * 1024
 # Pause upstream when this much is waiting to be written; resume below LOW.
 QUEUE_HIGH = 4 * 1024 * 1024
 QUEUE_LOW = 1024 * 1024
+
+# Read an upstream blob body from its socket this much at a time (Twisted's
+# default is 64 KiB): a fast upstream then costs the reactor, the HTTP parser
+# and the write queue one pass per MiB rather than one per 64 KiB.
+UPSTREAM_READ = 1024 * 1024
 
 STARTING, STREAMING, VERIFIED, COMMITTED, FAILED = (
     "starting",
@@ -82,9 +89,29 @@ def _write_all(fd: int, offset: int, chunks: list[bytes]) -> int:
     return written
 
 
+def _socket_transport(transport: object) -> tcp.Connection | None:
+    """The TCP connection under a response body's transport (treq wraps it
+    in a proxy producer; TLS in a protocol of its own), if there is one."""
+    for _ in range(4):
+        if isinstance(transport, tcp.Connection):
+            return transport
+        transport = getattr(transport, "_producer", None) or getattr(transport, "transport", None)
+    return None
+
+
 def _hash_all(hasher: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         hasher.update(chunk)
+
+
+def _empty_descriptor() -> int:
+    """A descriptor for followers of a fill with no spool file.
+
+    They take every byte from memory (`Fill.in_file` stays 0) and never read
+    it; were one to, it would read nothing and abort, never send wrong bytes.
+    /dev/null is no disk file: opening it cannot block the reactor.
+    """
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 @define(eq=False)
@@ -214,16 +241,26 @@ class Fill:
         fill is ready, while the spool file is certainly open.
         """
         if self.state in (STREAMING, VERIFIED, COMMITTED):
-            if self._spool is None:
+            if self._spool is None and not self._all_in_memory():
                 # Released: the blob is in the cache (or was lost committing).
                 return fail(FillGone())
-            return succeed(os.dup(self._spool.fd))
+            return succeed(self._descriptor())
         d: Deferred[int] = Deferred()
         if self.state == FAILED:
             d.errback(self._start_error or FillFailed(self.reason))
             return d
         self._ready.append(d)
         return d
+
+    def _all_in_memory(self) -> bool:
+        """No spool file could be created, and nothing relayed is dropped yet."""
+        return self.state == STREAMING and self.relaying and self._tail_start == 0
+
+    def _descriptor(self) -> int:
+        """A descriptor of its own for one follower."""
+        if self._spool is None:
+            return _empty_descriptor()
+        return os.dup(self._spool.fd)
 
     # -- the fetch -------------------------------------------------------------
 
@@ -238,13 +275,19 @@ class Fill:
         try:
             self._spool = await self._store.new_spool()
         except OSError as e:
-            discard_body(response)
-            self._fail(f"cannot create a spool file: {e}", start_error=e, kind="disk")
-            return
+            # Read-only, out of inodes, out of quota: the cache cannot take a
+            # byte, the clients still can.  Relay it all from memory.
+            log.error(
+                "cannot create a spool file for blob {digest} ({error}): relaying it to "
+                "its clients without caching it",
+                digest=str(self.digest),
+                error=str(e),
+            )
+            self.relaying = True
         self.state = STREAMING
         ready, self._ready = self._ready, []
         for d in ready:
-            d.callback(os.dup(self._spool.fd))
+            d.callback(self._descriptor())
         self._deliver(response)
 
     def _deliver(self, response: IResponse) -> None:
@@ -256,6 +299,9 @@ class Fill:
 
     def _body_started(self, transport: IPushProducer) -> None:
         self._upstream = transport
+        connection = _socket_transport(transport)
+        if connection is not None:
+            connection.bufferSize = max(connection.bufferSize, UPSTREAM_READ)
         if self.state == FAILED:
             transport.stopProducing()
 
@@ -359,7 +405,6 @@ class Fill:
     def _write_queued(self) -> None:
         if self._writing or not self._queue or self.state != STREAMING:
             return
-        assert self._spool is not None
         chunks, self._queue = self._queue, []
         self._queued = 0
         self._writing = True
@@ -372,11 +417,11 @@ class Fill:
         # (both release the GIL); batches follow one another, so the hash
         # still sees the bytes in order.  Both always finish before the next
         # batch starts, whichever fails.
-        assert self._spool is not None
         hashing = ensureDeferred(self._run(_hash_all, self._hasher, chunks))
         if self.relaying:
             await hashing
             return 0
+        assert self._spool is not None
         writing = ensureDeferred(self._run(_write_all, self._spool.fd, self.written, chunks))
         (wrote, written), (hashed, failure) = await DeferredList(
             [writing, hashing], consumeErrors=True

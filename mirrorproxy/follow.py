@@ -36,6 +36,10 @@ log = Logger()
 
 CHUNK_SIZE = 256 * 1024
 
+# On plain TCP only the first chunk passes through Python (with the headers):
+# small, so a herd's first bytes all go out at once.
+FIRST_CHUNK = 64 * 1024
+
 # A follower that has caught up with a running fill waits for at least this
 # much more before its next sendfile, rather than one pool call per write.
 FOLLOW_BATCH = 1024 * 1024
@@ -277,6 +281,8 @@ class FileFollower:
                         return
                     continue
                 size = min(self._chunk_size, min(limit, in_file) - self._next)
+                if self._tcp is not None:
+                    size = min(size, FIRST_CHUNK)
                 data = read_cached(self._fd, size, self._next)
                 if data is not None:
                     if not self._read_ahead(data):

@@ -15,7 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from mirrorproxy import follow
 
 from .harness import Harness, ManualRunner, parse_response
-from .test_blobs import blob_path, held_blob
+from .test_blobs import blob_path, held_blob, upstream_blob
 
 MiB = 1024 * 1024
 
@@ -171,6 +171,20 @@ def test_a_caught_up_follower_waits_for_a_batch_before_sending_again(harness, se
     client.close()
 
 
+def test_on_plain_tcp_only_a_small_first_chunk_passes_through_python(harness, sendfile_calls):
+    data, digest = upstream_blob(harness, 4 * MiB)
+    assert harness.get(blob_path(digest)).complete  # now cached
+    client = TcpClient.connect(harness)
+
+    client.get(blob_path(digest))
+    client.drive()
+
+    response = client.response()
+    assert response.body == data and response.headers["x-cache"] == "HIT"
+    assert len(data) - sum(sendfile_calls) == follow.FIRST_CHUNK < follow.CHUNK_SIZE
+    client.close()
+
+
 def test_a_joiner_gets_its_first_chunk_without_the_thread_pool(tmp_path):
     runner = ManualRunner()
     harness = Harness(str(tmp_path / "cache"), run=runner)
@@ -198,3 +212,26 @@ def test_a_joiner_gets_its_first_chunk_without_the_thread_pool(tmp_path):
     while runner.run_all():
         harness.pump()
     assert late.response().body == data and late.response().complete
+
+
+def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
+    """Twisted reads 64 KiB per pass by default; a fill asks for more, so a
+    fast upstream costs one pass of the reactor per MiB."""
+    from twisted.internet.protocol import Protocol
+    from twisted.web._newclient import TransportProxyProducer
+
+    from mirrorproxy.fill import UPSTREAM_READ, _ToSpool
+    from mirrorproxy.names import Digest
+
+    _, digest = held_blob(harness, MiB)
+    harness.send("GET", blob_path(digest))
+    harness.pump()
+    fill = harness.mirror.blobs._fills[Digest.parse(digest)]
+    ours, theirs = socket.socketpair()
+    connection = tcp.Connection(ours, Protocol(), MemoryReactorClock())
+
+    _ToSpool(fill).makeConnection(TransportProxyProducer(connection))
+
+    assert connection.bufferSize == UPSTREAM_READ >= MiB
+    ours.close()
+    theirs.close()
