@@ -1,21 +1,28 @@
 """Real processes under faults: a mirror killed mid-fill, a client that
-stops reading, an upstream that is down when the mirror starts."""
+stops reading, an upstream that is down when the mirror starts, a cache on a
+real filesystem too small for the blob being pulled."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from .harness.mirror import Mirror, MirrorFactory
-from .harness.oci import MiB
+from .harness.oci import HOST, MiB
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
+from .harness.skopeo import Skopeo
 from .harness.slowlink import SlowLink
+from .harness.tmpfs import Tmpfs
+from .harness.tools import require_mount
+from .harness.verify import assert_dir_copy
 from .test_blobs import Received, fetch
 
 pytestmark = pytest.mark.integration
@@ -134,3 +141,161 @@ def test_sigterm_lets_a_response_in_flight_finish_and_refuses_new_ones(
     # twistd stops cleanly, then exits by the signal it got, as daemons should.
     assert status == -15
     assert files_under(mirror.cache_dir / "spool") == []
+
+
+# A cache on a filesystem of its own, smaller than the blob pulled through it.
+SMALL_DISK = 16 * MiB
+TOO_BIG = 48 * MiB
+RELAY_CLIENTS = 3
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Tmpfs]:
+    """A 16 MiB tmpfs for the mirror's cache; unmounted whatever happens
+    (a test names it before ``start_mirror``, so the mirror stops first)."""
+    require_mount("a cache on a real full filesystem")
+    disk = Tmpfs.mount(tmp_path / "small-disk", SMALL_DISK)
+    try:
+        yield disk
+    finally:
+        disk.unmount()
+
+
+def cached_copies(mirror: Mirror, digest: str) -> list[Path]:
+    """Files named for ``digest`` anywhere in the cache but its spool."""
+    name = digest.removeprefix("sha256:")
+    return [
+        p
+        for p in files_under(mirror.cache_dir)
+        if p.name == name and p.relative_to(mirror.cache_dir).parts[0] != "spool"
+    ]
+
+
+def wait_for_empty_spool(mirror: Mirror) -> None:
+    # Clients have every byte once the blob is verified; the spool file is
+    # removed just after, in the mirror's thread pool.
+    spool = mirror.cache_dir / "spool"
+    mirror.process.wait_until(lambda: files_under(spool) == [], 10, "an empty spool directory")
+
+
+def wait_for_space_back(mirror: Mirror, disk: Tmpfs) -> None:
+    # An unlinked file's space returns at the last close of a descriptor to
+    # it, and responses close theirs a moment after their last byte.
+    mirror.process.wait_until(lambda: disk.used() == 0, 10, "every byte of the disk free again")
+
+
+def test_a_full_disk_relays_the_blob_whole_to_every_client_and_caches_nothing(
+    small_disk: Tmpfs,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    big = publisher.blob(f"org/{unique('toobig')}", TOO_BIG)
+    small = publisher.blob(f"org/{unique('fits')}", 1 * MiB)
+    whole_big = Received(200, len(big.data), big.digest)
+    # Paced at 32 MiB/s the big fetch lasts 1.5 s: the clients all join it,
+    # and the disk is full a third of the way through.
+    with SlowLink(upstream.port, bytes_per_second=32 * MiB) as link:
+        mirror = start_mirror(cache_dir=small_disk.path, upstream_url=link.url)
+        start = threading.Barrier(RELAY_CLIENTS)
+        with ThreadPoolExecutor(RELAY_CLIENTS) as pool:
+            pulls = [pool.submit(fetch, mirror, big.path, start) for _ in range(RELAY_CLIENTS)]
+            received = [pull.result() for pull in pulls]
+
+        assert received == [whole_big] * RELAY_CLIENTS
+        assert upstream.fetches(big.path) == 1
+        wait_for_empty_spool(mirror)
+        assert cached_copies(mirror, big.digest) == []
+        # The partial spool file is gone, and with it every byte it held.
+        wait_for_space_back(mirror, small_disk)
+
+        # Nothing was kept, so the next pull is relayed the same way.
+        assert fetch(mirror, big.path) == whole_big
+        assert upstream.fetches(big.path) == 2
+        wait_for_empty_spool(mirror)
+        assert cached_copies(mirror, big.digest) == []
+        wait_for_space_back(mirror, small_disk)
+
+        # A blob that fits is cached as usual: the next pull is a hit.
+        assert fetch(mirror, small.path) == Received(200, len(small.data), small.digest)
+        mirror.process.wait_until(
+            lambda: len(cached_copies(mirror, small.digest)) == 1, 10, "the small blob cached"
+        )
+        status, headers, body = mirror.get(small.path, timeout=30)
+        assert (status, headers["x-cache"], body) == (200, "HIT", small.data)
+        assert upstream.fetches(small.path) == 1
+        assert small_disk.used() >= len(small.data)
+
+    assert mirror.process.running()
+    log = mirror.process.log_path.read_text(errors="replace")
+    full = f"cannot write blob {big.digest} to the cache ([Errno 28] No space left on device)"
+    assert log.count(full) == 2
+    assert log.count(f"relayed blob {big.digest} uncached ({TOO_BIG} bytes)") == 2
+
+
+def test_skopeo_copies_an_image_whose_layer_does_not_fit_the_cache(
+    small_disk: Tmpfs,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    skopeo: Skopeo,
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    image = publisher.image(f"org/{unique('hugelayer')}", "v1", {HOST: (40 * MiB,)})
+    (platform,) = image.platforms
+    (layer,) = platform.layers
+    assert layer.size > SMALL_DISK
+    mirror = start_mirror(cache_dir=small_disk.path)
+
+    skopeo.pull_to_dir(mirror.host, image.reference, tmp_path / "copy")
+
+    assert_dir_copy(tmp_path / "copy", image)
+    assert upstream.blob_fetches(image.name, layer.digest) == 1
+    wait_for_empty_spool(mirror)
+    assert cached_copies(mirror, layer.digest) == []
+    # The manifest came first, while there was room: it is cached.  (Not the
+    # config: fetched beside the layer, it may meet the disk already full.)
+    assert len(cached_copies(mirror, image.digest)) == 1
+    assert mirror.process.running()
+    log = mirror.process.log_path.read_text(errors="replace")
+    full = f"cannot write blob {layer.digest} to the cache ([Errno 28] No space left on device)"
+    assert log.count(full) == 1
+
+
+def test_a_read_only_cache_relays_blobs_and_caches_again_once_writable(
+    small_disk: Tmpfs,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    # Larger than the relay's memory tail (8 MiB), small enough to cache.
+    blob = publisher.blob(f"org/{unique('readonly')}", 12 * MiB)
+    whole = Received(200, len(blob.data), blob.digest)
+    mirror = start_mirror(cache_dir=small_disk.path)
+    # Under a running mirror, as ext4's errors=remount-ro would do.
+    small_disk.read_only()
+
+    assert fetch(mirror, blob.path) == whole
+    assert fetch(mirror, blob.path) == whole
+    assert upstream.fetches(blob.path) == 2
+    assert files_under(mirror.cache_dir) == []
+    assert mirror.process.running()
+
+    # Writable again: the next pull is cached, without a restart.
+    small_disk.writable()
+    assert fetch(mirror, blob.path) == whole
+    mirror.process.wait_until(
+        lambda: len(cached_copies(mirror, blob.digest)) == 1, 10, "the blob cached"
+    )
+    status, headers, body = mirror.get(blob.path, timeout=30)
+    assert (status, headers["x-cache"], body) == (200, "HIT", blob.data)
+    assert upstream.fetches(blob.path) == 3
+
+    log = mirror.process.log_path.read_text(errors="replace")
+    read_only = f"cannot create a spool file for blob {blob.digest} ([Errno 30] Read-only"
+    assert log.count(read_only) == 2
+    assert log.count(f"relayed blob {blob.digest} uncached ({len(blob.data)} bytes)") == 2
+    assert log.count(f"cached blob {blob.digest}") == 1

@@ -393,6 +393,61 @@ def test_a_full_disk_relays_the_blob_whole_and_caches_nothing(tmp_path):
     assert harness.mirror.blobs.failures == {}
 
 
+def cache_turned_read_only():
+    """A thread pool whose cache went read-only after start: nothing can be
+    created in it (as after ext4's errors=remount-ro)."""
+    import errno
+
+    from .harness import run_inline
+
+    def run(function, *args):
+        if function is os.open and args[1] & os.O_CREAT:
+
+            def read_only(*_):
+                raise OSError(errno.EROFS, "Read-only file system", args[0])
+
+            return run_inline(read_only)
+        return run_inline(function, *args)
+
+    return run
+
+
+def test_a_read_only_cache_relays_the_blob_whole_and_caches_nothing(tmp_path):
+    from .harness import Harness
+
+    harness = Harness(str(tmp_path / "cache"), run=cache_turned_read_only())
+    data, digest = held_blob(harness, 3 * 1024 * 1024)
+    for attempt in (1, 2):
+        client = harness.send("GET", blob_path(digest))
+        harness.pump()
+        held = harness.registry.held[digest]
+        while held.sent < len(data):
+            held.send(harness.registry.chunk_size)
+            harness.pump()
+
+        response = client.response()
+        assert (response.status, response.complete, response.aborted) == (200, True, False)
+        assert response.body == data
+        assert cached_files(harness) == []
+        # Nothing was kept: each request is relayed from a fetch of its own.
+        assert harness.registry.count("GET", "/blobs/") == attempt
+    assert harness.mirror.blobs.failures == {}
+
+
+def test_a_read_only_cache_still_aborts_wrong_bytes(tmp_path):
+    from .harness import Harness
+
+    harness = Harness(str(tmp_path / "cache"), run=cache_turned_read_only())
+    data, digest = upstream_blob(harness, 500_000)
+    harness.registry.wrong_bytes[digest] = os.urandom(len(data))
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+
+    response = client.response()
+    assert response.aborted and not response.complete and len(response.body) < len(data)
+    assert cached_files(harness) == []
+
+
 def test_a_relayed_blob_with_wrong_bytes_is_still_aborted(tmp_path):
     from .harness import Harness
 
