@@ -113,10 +113,7 @@ class ManifestCache:
             return _served(digest, stored, HIT)
         fetched = await self._fetch(repository, digest, accept)
         if stored is None:
-            await self._store.write_manifest(
-                self._registry, fetched.digest, fetched.body, fetched.media_type
-            )
-            self._remember(fetched.digest, StoredManifest(fetched.body, fetched.media_type))
+            await self._keep(fetched)
         return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
 
     # -- by tag ---------------------------------------------------------------
@@ -142,10 +139,7 @@ class ManifestCache:
                 return served
         fetched = await self._fetch(repository, tag, accept)
         if await self._read_manifest(fetched.digest) is None:
-            await self._store.write_manifest(
-                self._registry, fetched.digest, fetched.body, fetched.media_type
-            )
-            self._remember(fetched.digest, StoredManifest(fetched.body, fetched.media_type))
+            await self._keep(fetched)
         if _complete_accept(accept):
             await self._record(repository, tag, fetched.digest, fetched.media_type, len(fetched.body))
         return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
@@ -206,7 +200,31 @@ class ManifestCache:
         self, repository: str, tag: str, digest: Digest, media_type: str, size: int
     ) -> None:
         record = TagRecord(digest, media_type, size, self._clock.seconds())
-        await self._store.write_tag(self._registry, repository, tag, record)
+        try:
+            await self._store.write_tag(self._registry, repository, tag, record)
+        except OSError as e:
+            # The answer stands; the next pull of the tag asks upstream again.
+            log.error(
+                "cannot record tag {repository}:{tag} ({error}): answering without caching it",
+                repository=repository,
+                tag=tag,
+                error=str(e),
+            )
+
+    async def _keep(self, fetched: FetchedManifest) -> None:
+        """Cache a verified manifest; a full or read-only cache only costs
+        the disk copy: the client gets its answer all the same."""
+        self._remember(fetched.digest, StoredManifest(fetched.body, fetched.media_type))
+        try:
+            await self._store.write_manifest(
+                self._registry, fetched.digest, fetched.body, fetched.media_type
+            )
+        except OSError as e:
+            log.error(
+                "cannot cache manifest {digest} ({error}): answering without caching it",
+                digest=str(fetched.digest),
+                error=str(e),
+            )
 
     async def _fetch(
         self, repository: str, reference: str | Digest, accept: list[str]

@@ -264,6 +264,30 @@ def test_skopeo_copies_an_image_whose_layer_does_not_fit_the_cache(
     assert log.count(full) == 1
 
 
+def test_skopeo_copies_a_whole_image_through_a_read_only_cache(
+    small_disk: Tmpfs,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    skopeo: Skopeo,
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    # Manifests by tag and by digest, the config and the layers: nothing can
+    # be cached, everything is still answered.
+    image = publisher.image(f"org/{unique('rocache')}", "v1", {HOST: (3 * MiB, 64 * 1024)})
+    mirror = start_mirror(cache_dir=small_disk.path)
+    small_disk.read_only()
+
+    skopeo.pull_to_dir(mirror.host, image.reference, tmp_path / "copy")
+
+    assert_dir_copy(tmp_path / "copy", image)
+    assert files_under(mirror.cache_dir) == []
+    assert mirror.process.running()
+    log = mirror.process.log_path.read_text(errors="replace")
+    assert f"cannot cache manifest {image.digest} ([Errno 30] Read-only" in log
+
+
 def test_a_read_only_cache_relays_blobs_and_caches_again_once_writable(
     small_disk: Tmpfs,
     publisher: Publisher,

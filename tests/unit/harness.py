@@ -7,6 +7,8 @@ HTTP channels of the mirror's Site over StringTransports.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 from attrs import define, field
@@ -27,6 +29,22 @@ from ..fakeregistry import UPSTREAM_URL, FakeRegistry
 
 def run_inline(function: Any, *args: Any) -> Deferred[Any]:
     return maybeDeferred(function, *args)
+
+
+def cache_turned_read_only() -> Any:
+    """A thread pool whose cache went read-only after start: nothing can be
+    created in it (as after ext4's errors=remount-ro)."""
+
+    def run(function: Any, *args: Any) -> Deferred[Any]:
+        if function is os.open and args[1] & os.O_CREAT:
+
+            def read_only(*_: Any) -> None:
+                raise OSError(errno.EROFS, "Read-only file system", args[0])
+
+            return run_inline(read_only)
+        return run_inline(function, *args)
+
+    return run
 
 
 @define(eq=False)

@@ -393,27 +393,8 @@ def test_a_full_disk_relays_the_blob_whole_and_caches_nothing(tmp_path):
     assert harness.mirror.blobs.failures == {}
 
 
-def cache_turned_read_only():
-    """A thread pool whose cache went read-only after start: nothing can be
-    created in it (as after ext4's errors=remount-ro)."""
-    import errno
-
-    from .harness import run_inline
-
-    def run(function, *args):
-        if function is os.open and args[1] & os.O_CREAT:
-
-            def read_only(*_):
-                raise OSError(errno.EROFS, "Read-only file system", args[0])
-
-            return run_inline(read_only)
-        return run_inline(function, *args)
-
-    return run
-
-
 def test_a_read_only_cache_relays_the_blob_whole_and_caches_nothing(tmp_path):
-    from .harness import Harness
+    from .harness import Harness, cache_turned_read_only
 
     harness = Harness(str(tmp_path / "cache"), run=cache_turned_read_only())
     data, digest = held_blob(harness, 3 * 1024 * 1024)
@@ -435,7 +416,7 @@ def test_a_read_only_cache_relays_the_blob_whole_and_caches_nothing(tmp_path):
 
 
 def test_a_read_only_cache_still_aborts_wrong_bytes(tmp_path):
-    from .harness import Harness
+    from .harness import Harness, cache_turned_read_only
 
     harness = Harness(str(tmp_path / "cache"), run=cache_turned_read_only())
     data, digest = upstream_blob(harness, 500_000)

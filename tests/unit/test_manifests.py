@@ -6,10 +6,14 @@ against pull limits, HEADs not.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 from attrs import define, field
+from twisted.internet.defer import fail
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mirrorproxy.mediatypes import (
@@ -20,7 +24,9 @@ from mirrorproxy.mediatypes import (
 )
 
 from ..fakeregistry import AUTH_HOST, FakeRegistry, sha256
-from .harness import Harness
+from mirrorproxy.store import _write_and_commit
+
+from .harness import Harness, cache_turned_read_only, run_inline
 
 REPO = "library/alpine"
 TTL = 300.0
@@ -663,3 +669,40 @@ def test_a_tag_purged_on_disk_is_asked_upstream_again(harness):
 
     assert again.body == body
     assert harness.registry.count("GET", "/manifests/") == before + 1
+
+
+# -- a cache that cannot take them -------------------------------------------------
+
+
+def cache_files(harness: Harness) -> list[str]:
+    root = Path(harness.cache_dir)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def disk_full_when_writing(function, *args):
+    if function is _write_and_commit:
+        fd, spool_path = args[0], args[1]
+        os.close(fd)
+        os.unlink(spool_path)
+        return fail(OSError(errno.ENOSPC, "No space left on device"))
+    return run_inline(function, *args)
+
+
+@pytest.mark.parametrize(
+    "run", [cache_turned_read_only(), disk_full_when_writing], ids=["read-only", "disk-full"]
+)
+def test_a_cache_that_cannot_write_still_answers_by_tag_and_by_digest(tmp_path, run):
+    harness = Harness(str(tmp_path / "cache"), run=run)
+    body = docker_manifest("one")
+    digest = harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
+
+    by_tag = harness.get(manifest_path("latest"))
+    by_digest = harness.get(manifest_path(digest))
+
+    for response in (by_tag, by_digest):
+        assert (response.status, response.body) == (200, body)
+        assert response.headers["docker-content-digest"] == digest
+    assert cache_files(harness) == []
+    # No tag record could be kept: the next pull by tag asks upstream again.
+    assert harness.get(manifest_path("latest")).body == body
+    assert upstream_gets(harness) == 2
