@@ -23,7 +23,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -102,6 +102,16 @@ def _socket_transport(transport: object) -> tcp.Connection | None:
 def _hash_all(hasher: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         hasher.update(chunk)
+
+
+def _hash_and_write(hasher: Any, fd: int, offset: int, chunks: list[bytes]) -> int:
+    """Hash a batch, then write it; a batch that cannot be written is still
+    hashed (the fill relays it from memory)."""
+    _hash_all(hasher, chunks)
+    try:
+        return _write_all(fd, offset, chunks)
+    except OSError as e:
+        raise _WriteFailed(e) from e
 
 
 def _empty_descriptor() -> int:
@@ -413,24 +423,16 @@ class Fill:
         self._maybe_resume()
 
     async def _write(self, chunks: list[bytes]) -> int:
-        # Writing and hashing a batch run side by side on two pool threads
-        # (both release the GIL); batches follow one another, so the hash
-        # still sees the bytes in order.  Both always finish before the next
-        # batch starts, whichever fails.
-        hashing = ensureDeferred(self._run(_hash_all, self._hasher, chunks))
+        # One pool job per batch: hash, then write.  Two jobs side by side
+        # finish a batch sooner but cost twice the thread hops, and a batch
+        # is a MiB or more: the hops, not the work, were what the reactor
+        # lost its time to.
         if self.relaying:
-            await hashing
+            await self._run(_hash_all, self._hasher, chunks)
             return 0
         assert self._spool is not None
-        writing = ensureDeferred(self._run(_write_all, self._spool.fd, self.written, chunks))
-        (wrote, written), (hashed, failure) = await DeferredList(
-            [writing, hashing], consumeErrors=True
-        )
-        if not hashed:
-            failure.raiseException()
-        if not wrote:
-            raise _WriteFailed(written.value)
-        return int(written)
+        written: int = await self._run(_hash_and_write, self._hasher, self._spool.fd, self.written, chunks)
+        return written
 
     def _wrote(self, count: int, chunks: list[bytes]) -> None:
         self._writing = False

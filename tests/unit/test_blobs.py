@@ -353,23 +353,31 @@ def test_upstream_is_paused_while_the_disk_lags(tmp_path):
 
 
 def disk_fills_after(first_writes: int):
-    """A thread pool whose disk is full after `first_writes` spool writes."""
+    """A thread pool whose disk is full after `first_writes` jobs that wrote
+    to a file: from then on every pwrite(2) fails with ENOSPC."""
     import errno
 
     from .harness import run_inline
 
-    writes = []
+    writing_jobs = []
 
     def run(function, *args):
-        if function.__name__ == "_write_all":
-            writes.append(args)
-            if len(writes) > first_writes:
+        real = os.pwrite
+        wrote = []
 
-                def full(*_):
-                    raise OSError(errno.ENOSPC, "No space left on device")
+        def pwrite(fd, data, offset):
+            if not wrote:
+                wrote.append(True)
+                writing_jobs.append(function)
+            if len(writing_jobs) > first_writes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data, offset)
 
-                return run_inline(full)
-        return run_inline(function, *args)
+        os.pwrite = pwrite
+        try:
+            return run_inline(function, *args)
+        finally:
+            os.pwrite = real
 
     return run
 

@@ -235,3 +235,26 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
     assert connection.bufferSize == UPSTREAM_READ >= MiB
     ours.close()
     theirs.close()
+
+
+def test_a_fill_batch_is_one_pool_job(tmp_path):
+    """Hash and write of a batch share one thread hop, not one each."""
+    runner = ManualRunner()
+    harness = Harness(str(tmp_path / "cache"), run=runner)
+    runner.run_all()
+    data, digest = held_blob(harness, 2 * MiB)
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+    while runner.run_all():
+        harness.pump()
+    held = harness.registry.held[digest]
+
+    held.send(MiB)
+    harness.pump()
+
+    assert len(runner.jobs) == 1
+    held.finish()
+    harness.pump()
+    while runner.run_all():
+        harness.pump()
+    assert client.response().body == data and client.response().complete
