@@ -46,9 +46,11 @@ RESUME_BACKOFF = (0.5, 2.0, 5.0)
 TAIL_HIGH = 8 * 1024 * 1024
 TAIL_LOW = 2 * 1024 * 1024
 
-# Pause upstream when this much is waiting to be written; resume below LOW.
-QUEUE_HIGH = 4 * 1024 * 1024
-QUEUE_LOW = 1024 * 1024
+# Pause upstream when this much is waiting to be written or being written;
+# resume below LOW.  With one socket read (UPSTREAM_READ) on top, that is
+# what a fill holds in memory at most: 20 fills at once stay near 60 MiB.
+QUEUE_HIGH = 2 * 1024 * 1024
+QUEUE_LOW = 512 * 1024
 
 # Read an upstream blob body from its socket this much at a time (Twisted's
 # default is 64 KiB): a fast upstream then costs the reactor, the HTTP parser
@@ -160,6 +162,7 @@ class Fill:
     _hasher: Any = field(factory=hashlib.sha256)
     _queue: list[bytes] = field(factory=list)
     _queued: int = 0
+    _in_flight: int = 0  # bytes of the batch being written
     _writing: bool = False
     _body_over: bool = False
     _upstream: IPushProducer | None = None
@@ -345,12 +348,14 @@ class Fill:
         self._write_queued()
 
     def _too_much_waiting(self) -> bool:
-        return self._queued >= QUEUE_HIGH or (self.relaying and self._tail_bytes >= TAIL_HIGH)
+        held = self._queued + self._in_flight
+        return held >= QUEUE_HIGH or (self.relaying and self._tail_bytes >= TAIL_HIGH)
 
     def _maybe_resume(self) -> None:
         if not self._upstream_paused or self._upstream is None:
             return
-        if self._queued > QUEUE_LOW or (self.relaying and self._tail_bytes > TAIL_LOW):
+        held = self._queued + self._in_flight
+        if held > QUEUE_LOW or (self.relaying and self._tail_bytes > TAIL_LOW):
             return
         self._upstream_paused = False
         assert self._timer is not None
@@ -416,7 +421,7 @@ class Fill:
         if self._writing or not self._queue or self.state != STREAMING:
             return
         chunks, self._queue = self._queue, []
-        self._queued = 0
+        self._in_flight, self._queued = self._queued, 0
         self._writing = True
         d = Deferred.fromCoroutine(self._write(chunks))
         d.addCallbacks(self._wrote, self._write_failed, callbackArgs=(chunks,), errbackArgs=(chunks,))
@@ -436,6 +441,7 @@ class Fill:
 
     def _wrote(self, count: int, chunks: list[bytes]) -> None:
         self._writing = False
+        self._in_flight = 0
         if self.state == FAILED:
             self._cleanup()
             return
@@ -445,10 +451,12 @@ class Fill:
         if self._queue:
             self._write_queued()
         else:
+            self._maybe_resume()
             self._maybe_verify()
 
     def _write_failed(self, failure: Failure, chunks: list[bytes]) -> None:
         self._writing = False
+        self._in_flight = 0
         if self.state == FAILED:
             self._cleanup()
             return
@@ -473,6 +481,7 @@ class Fill:
         if self._queue:
             self._write_queued()
         else:
+            self._maybe_resume()
             self._maybe_verify()
 
     def _maybe_verify(self) -> None:

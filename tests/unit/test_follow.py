@@ -258,3 +258,35 @@ def test_a_fill_batch_is_one_pool_job(tmp_path):
     while runner.run_all():
         harness.pump()
     assert client.response().body == data and client.response().complete
+
+
+def test_the_batch_being_written_counts_against_a_fills_memory(tmp_path):
+    """Upstream pauses when what waits plus what is being written reaches
+    QUEUE_HIGH: a fill holds at most that and one socket read."""
+    from mirrorproxy.fill import QUEUE_HIGH
+    from mirrorproxy.names import Digest
+
+    runner = ManualRunner()
+    harness = Harness(str(tmp_path / "cache"), run=runner)
+    runner.run_all()
+    data, digest = held_blob(harness, 4 * QUEUE_HIGH)
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+    while runner.run_all():
+        harness.pump()
+    held = harness.registry.held[digest]
+    fill = harness.mirror.blobs._fills[Digest.parse(digest)]
+
+    held.send(QUEUE_HIGH * 3 // 4)  # one batch, in the pool and not done
+    harness.pump()
+    assert len(runner.jobs) == 1 and fill.upstream_pauses == 0
+    held.send(QUEUE_HIGH // 2)  # waits behind it: 1.25 x QUEUE_HIGH held
+    harness.pump()
+
+    assert fill.upstream_pauses == 1
+    while held.sent < len(data):
+        held.send(QUEUE_HIGH)
+        harness.pump()
+        while runner.run_all():
+            harness.pump()
+    assert client.response().body == data and client.response().complete
