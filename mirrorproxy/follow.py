@@ -43,6 +43,9 @@ FIRST_CHUNK = 64 * 1024
 # A follower that has caught up with a running fill waits for at least this
 # much more before its next sendfile, rather than one pool call per write.
 FOLLOW_BATCH = 1024 * 1024
+# ... or for this many of the fill's writes, whichever comes first: a slow
+# upstream's bytes still flow (and keep the client's connection alive).
+FOLLOW_WAITS = 8
 
 
 class Source(Protocol):
@@ -214,6 +217,7 @@ class FileFollower:
     # buffer is empty) what is in the file goes by sendfile(2).
     _tcp: tcp.Connection | None = None
     _stalls: int = 0
+    _waits: int = 0  # the fill's writes let pass since the last send
 
     def begin(self) -> Deferred[None]:
         """Start streaming; the result fires when this response is over."""
@@ -391,14 +395,16 @@ class FileFollower:
     def _source_changed(self, _: object) -> None:
         if self._tcp is not None and self.sent > 0 and self._worth_waiting():
             # Caught up with a running fill: let it write more first.
+            self._waits += 1
             self._source.changed().addBoth(self._source_changed)
             return
+        self._waits = 0
         self._waiting = False
         self._pump()
 
     def _worth_waiting(self) -> bool:
         source = self._source
-        if self._done or source.finished() or source.failed():
+        if self._done or source.finished() or source.failed() or self._waits >= FOLLOW_WAITS:
             return False
         limit = self._limit()
         if self._end is not None and limit >= self._end:

@@ -171,6 +171,28 @@ def test_a_caught_up_follower_waits_for_a_batch_before_sending_again(harness, se
     client.close()
 
 
+def test_a_trickling_fill_still_reaches_a_caught_up_follower(harness, sendfile_calls):
+    data, digest = held_blob(harness, 8 * MiB)
+    client = TcpClient.connect(harness)
+    client.get(blob_path(digest))
+    client.drive()
+    held = harness.registry.held[digest]
+    held.send(2 * MiB)
+    client.drive()
+    calls = len(sendfile_calls)
+
+    for _ in range(follow.FOLLOW_WAITS + 1):
+        held.send(1024)  # far less than FOLLOW_BATCH, however long it takes
+        client.drive()
+
+    assert len(sendfile_calls) > calls
+    assert client.response().body == data[: 2 * MiB + (follow.FOLLOW_WAITS + 1) * 1024]
+    held.finish()
+    client.drive()
+    assert client.response().body == data and client.response().complete
+    client.close()
+
+
 def test_on_plain_tcp_only_a_small_first_chunk_passes_through_python(harness, sendfile_calls):
     data, digest = upstream_blob(harness, 4 * MiB)
     assert harness.get(blob_path(digest)).complete  # now cached
