@@ -52,6 +52,14 @@ TAIL_LOW = 2 * 1024 * 1024
 QUEUE_HIGH = 2 * 1024 * 1024
 QUEUE_LOW = 512 * 1024
 
+# A fill runs at most LEAD_HIGH bytes ahead of its fastest client, then waits
+# until that client is within LEAD_LOW: upstream bandwidth (often one shared,
+# slow link) goes to the clients that can take it, not to racing ahead for
+# one reading at 1 MiB/s.  A fill that has no client left, or gains a fast
+# one, runs at full speed.
+LEAD_HIGH = 32 * 1024 * 1024
+LEAD_LOW = 24 * 1024 * 1024
+
 # Read an upstream blob body from its socket this much at a time (Twisted's
 # default is 64 KiB): a fast upstream then costs the reactor, the HTTP parser
 # and the write queue one pass per MiB rather than one per 64 KiB.
@@ -175,6 +183,10 @@ class Fill:
     _repository: str = ""
     resumes: int = 0
     upstream_pauses: int = 0  # how often the disk held upstream back
+    lead_pauses: int = 0  # how often upstream waited for the fastest client
+    # Upstream dropped the connection while it waited for a client: ask for
+    # the rest when the client needs it, without spending a retry.
+    _reconnect_when_needed: bool = False
     # Why it failed: "upstream", "length", "digest" or "disk".
     failure_kind: str | None = None
     hashed: int = 0
@@ -218,6 +230,8 @@ class Fill:
         self._positions[id(follower)] = offset
         if self.relaying:
             self._trim()
+        else:
+            self._maybe_resume()
 
     def gone(self, follower: object) -> None:
         self._positions.pop(id(follower), None)
@@ -226,6 +240,8 @@ class Fill:
                 self._trim()
             else:
                 self._fail("every client left a blob that could not be cached", kind="disk")
+        else:
+            self._maybe_resume()
 
     def _trim(self) -> None:
         floor = min(self._positions.values(), default=self._tail_start + self._tail_bytes)
@@ -338,24 +354,46 @@ class Fill:
             self._tail_bytes += len(data)
             self._notify()
         assert self._timer is not None
-        if self._too_much_waiting() and not self._upstream_paused and self._upstream is not None:
-            self._upstream_paused = True
+        if self._upstream_paused or self._upstream is None:
+            pass
+        elif self._too_much_waiting():
             self.upstream_pauses += 1
-            self._timer.suspend()
-            self._upstream.pauseProducing()
+            self._pause_upstream()
+        elif self._ahead_of_clients(LEAD_HIGH):
+            self.lead_pauses += 1
+            self._pause_upstream()
         else:
             self._timer.reset()
         self._write_queued()
+
+    def _pause_upstream(self) -> None:
+        assert self._timer is not None and self._upstream is not None
+        self._upstream_paused = True
+        self._timer.suspend()
+        self._upstream.pauseProducing()
+
+    def _ahead_of_clients(self, lead: int) -> bool:
+        """Whether the fill is `lead` bytes or more ahead of every client."""
+        if not self._positions or self.relaying:
+            return False
+        return self.received - max(self._positions.values()) >= lead
 
     def _too_much_waiting(self) -> bool:
         held = self._queued + self._in_flight
         return held >= QUEUE_HIGH or (self.relaying and self._tail_bytes >= TAIL_HIGH)
 
     def _maybe_resume(self) -> None:
+        if self._reconnect_when_needed and not self._ahead_of_clients(LEAD_LOW):
+            self._reconnect_when_needed = False
+            if self.state == STREAMING:
+                Deferred.fromCoroutine(self._resume())
+            return
         if not self._upstream_paused or self._upstream is None:
             return
         held = self._queued + self._in_flight
         if held > QUEUE_LOW or (self.relaying and self._tail_bytes > TAIL_LOW):
+            return
+        if self._ahead_of_clients(LEAD_LOW):
             return
         self._upstream_paused = False
         assert self._timer is not None
@@ -368,12 +406,25 @@ class Fill:
             self._upstream.stopProducing()
 
     def _body_ended(self, reason: Failure) -> None:
+        waiting_for_clients = self._upstream_paused and self._ahead_of_clients(LEAD_LOW)
         self._body_over = True
         self._upstream = None
         self._upstream_paused = False
         if self._timer is not None:
             self._timer.stop()
         if self.state != STREAMING:
+            return
+        if waiting_for_clients and not ended_cleanly(reason):
+            # An idle connection dropped while we held it on purpose: not
+            # upstream failing.  The rest is asked for when it is needed.
+            log.info(
+                "blob {digest}: upstream closed a connection held for a slow client "
+                "after {offset} bytes; the rest will be asked for with a Range",
+                digest=str(self.digest),
+                offset=self.received,
+            )
+            self._body_over = False
+            self._reconnect_when_needed = True
             return
         if self._stalled:
             self._retry_or_fail(f"upstream went silent for {self._silence:g}s")

@@ -357,6 +357,7 @@ class FileFollower:
         self._next = self._offset
         self.sent += sent
         self._request.sentLength += sent
+        self._source.at(self, self._offset)
         # Bytes went out; Twisted did not see them, so tell its idle timer.
         self._request.channel.resetTimeout()
         self._stalls = 0 if sent else self._stalls + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from ..fakeregistry import sha256
 
 
@@ -472,3 +474,120 @@ def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
     slow.transport.open_window()
     harness.pump()
     assert slow.response().body == data and slow.response().complete
+
+
+# -- a fill paced by its fastest client ---------------------------------------------
+
+
+@pytest.fixture
+def short_lead(monkeypatch):
+    from mirrorproxy import fill
+
+    monkeypatch.setattr(fill, "LEAD_HIGH", 400_000)
+    monkeypatch.setattr(fill, "LEAD_LOW", 200_000)
+
+
+def fill_of(harness, digest):
+    from mirrorproxy.names import Digest
+
+    return harness.mirror.blobs._fills[Digest.parse(digest)]
+
+
+def offer(harness, digest, count):
+    """Upstream sends `count` more bytes of a held body."""
+    harness.registry.held[digest].send(count)
+    harness.pump()
+
+
+def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_lead):
+    data, digest = held_blob(harness, 2_000_000)
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+    client.pause()
+    for _ in range(10):
+        offer(harness, digest, 64 * 1024)
+    fill = fill_of(harness, digest)
+    assert (fill.lead_pauses, fill._upstream_paused) == (1, True)
+    assert fill.upstream_pauses == 0  # not the disk
+
+    client.resume()
+    harness.pump()
+
+    # Caught up: upstream is read again.
+    assert not fill._upstream_paused
+    harness.registry.held[digest].finish()
+    harness.pump()
+    response = client.response()
+    assert response.body == data and response.complete
+    assert harness.registry.count("GET", "/blobs/") == 1
+
+
+def test_a_fill_whose_slow_client_leaves_runs_on_at_full_speed(harness, short_lead):
+    data, digest = held_blob(harness, 2_000_000)
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+    client.pause()
+    for _ in range(10):
+        offer(harness, digest, 64 * 1024)
+    fill = fill_of(harness, digest)
+    assert fill._upstream_paused
+
+    client.disconnect()
+    harness.pump()
+
+    assert not fill._upstream_paused
+    harness.registry.held[digest].finish()
+    harness.pump()
+    assert harness.get(blob_path(digest)).headers["x-cache"] == "HIT"
+
+
+def test_a_fast_client_joining_a_waiting_fill_gets_it_going(harness, short_lead):
+    data, digest = held_blob(harness, 2_000_000)
+    slow = harness.send("GET", blob_path(digest))
+    harness.pump()
+    slow.pause()
+    for _ in range(10):
+        offer(harness, digest, 64 * 1024)
+    fill = fill_of(harness, digest)
+    assert fill._upstream_paused
+
+    fast = harness.send("GET", blob_path(digest))
+    harness.pump()
+
+    assert not fill._upstream_paused
+    harness.registry.held[digest].finish()
+    harness.pump()
+    assert fast.response().body == data and fast.response().complete
+    slow.resume()
+    harness.pump()
+    assert slow.response().body == data
+
+
+def test_an_idle_connection_dropped_while_waiting_for_a_client_costs_no_retry(harness, short_lead):
+    data, digest = held_blob(harness, 2_000_000)
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+    client.pause()
+    for _ in range(10):
+        offer(harness, digest, 64 * 1024)
+    fill = fill_of(harness, digest)
+    assert fill._upstream_paused
+    harness.registry.hold.clear()
+    harness.registry.held.pop(digest).cut()
+    harness.pump()
+
+    # Nothing is asked for while the client has enough to read.
+    harness.clock.advance(60)
+    harness.pump()
+    assert harness.registry.count("GET", "/blobs/") == 1
+
+    client.resume()
+    harness.pump()
+    harness.clock.advance(1)
+    harness.pump()
+
+    response = client.response()
+    assert response.body == data and response.complete
+    assert fill.resumes == 0
+    ranges = [s.headers.get("range") for s in harness.registry.seen if "/blobs/" in s.path]
+    assert ranges == [None, "bytes=655360-"]  # from the ten chunks it had

@@ -312,3 +312,20 @@ def test_the_batch_being_written_counts_against_a_fills_memory(tmp_path):
         while runner.run_all():
             harness.pump()
     assert client.response().body == data and client.response().complete
+
+
+def test_a_sendfile_follower_tells_the_fill_how_far_it_is(harness, sendfile_calls):
+    # The fill paces itself by its fastest client's position.
+    data, digest = held_blob(harness, 4 * MiB)
+    client = TcpClient.connect(harness)
+    client.get(blob_path(digest))
+    client.drive()
+    harness.registry.held[digest].send(3 * MiB)
+    client.drive()
+
+    from mirrorproxy.names import Digest
+
+    fill = harness.mirror.blobs._fills[Digest.parse(digest)]
+    assert sum(sendfile_calls) >= 2 * MiB
+    assert list(fill._positions.values()) == [len(client.response().body)]
+    client.close()
