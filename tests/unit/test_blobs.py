@@ -523,7 +523,7 @@ def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_l
 
 
 def test_a_fill_whose_slow_client_leaves_runs_on_at_full_speed(harness, short_lead):
-    data, digest = held_blob(harness, 2_000_000)
+    _, digest = held_blob(harness, 2_000_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     client.pause()

@@ -22,10 +22,9 @@ from mirrorproxy.mediatypes import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
-
-from ..fakeregistry import AUTH_HOST, FakeRegistry, sha256
 from mirrorproxy.store import _write_and_commit
 
+from ..fakeregistry import AUTH_HOST, FakeRegistry, sha256
 from .harness import Harness, cache_turned_read_only, run_inline
 
 REPO = "library/alpine"
