@@ -57,8 +57,8 @@ QUEUE_LOW = 512 * 1024
 # slow link) goes to the clients that can take it, not to racing ahead for
 # one reading at 1 MiB/s.  A fill that has no client left, or gains a fast
 # one, runs at full speed.
-LEAD_HIGH = 32 * 1024 * 1024
-LEAD_LOW = 24 * 1024 * 1024
+LEAD_HIGH = 16 * 1024 * 1024
+LEAD_LOW = 8 * 1024 * 1024
 
 # Read an upstream blob body from its socket this much at a time (Twisted's
 # default is 64 KiB): a fast upstream then costs the reactor, the HTTP parser
