@@ -30,6 +30,9 @@ from attrs import asdict, frozen
 
 BUFFER = 1024 * 1024
 SLOW_READ = 64 * 1024
+# The first read of a response: its headers and first bytes, no more, so
+# that the time to first byte is not the time to copy a whole buffer.
+HEAD_READ = 16 * 1024
 
 
 @frozen
@@ -88,7 +91,7 @@ async def _one(
         await loop.sock_sendall(sock, request)
         head = b""
         while b"\r\n\r\n" not in head:
-            n = await loop.sock_recv_into(sock, view)
+            n = await loop.sock_recv_into(sock, view[:HEAD_READ])
             if n == 0:
                 raise ConnectionError(f"closed before headers ({len(head)} bytes)")
             head += bytes(view[:n])
@@ -118,6 +121,10 @@ async def _one(
             received += n
             if hasher:
                 hasher.update(view[:n])
+            # sock_recv_into returns without yielding when data is waiting:
+            # without this, a client whose data keeps coming would starve
+            # the others' first reads, and their TTFB would measure us.
+            await asyncio.sleep(0)
             if spec.rate:
                 # Pacing, not synchronisation: hold this client to its rate.
                 ahead = received / spec.rate - (time.perf_counter() - started)
