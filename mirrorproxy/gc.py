@@ -36,6 +36,7 @@ from .inventory import (
     RegistryContent,
     TagEntry,
 )
+from .store import stamp_tags_changed
 
 DEFAULT_GRACE = 3600.0
 TYPE = "type"
@@ -119,6 +120,8 @@ def purge(
         if not purged:
             continue
         removed_tags += _remove_tags(purged, dry_run)
+        if not dry_run:
+            stamp_tags_changed(inventory.root)
         if not with_content:
             continue
         remaining = [t for t in registry.tags if t not in purged]

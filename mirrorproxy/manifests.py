@@ -36,6 +36,11 @@ HIT, MISS, REVALIDATED, STALE = "HIT", "MISS", "REVALIDATED", "STALE"
 # Manifest bodies kept in memory.
 MEMORY_BUDGET = 32 * 1024 * 1024
 
+# Tag records kept in memory, and how often the cache's tags stamp is read to
+# learn whether `mirrorproxy purge` removed some (seconds).
+RECORDS_KEPT = 100_000
+TAGS_STAMP_INTERVAL = 1.0
+
 
 @frozen
 class ServedManifest:
@@ -69,10 +74,39 @@ class ManifestCache:
     _fetches: Coalescer = field(factory=Coalescer)
     outcomes: Counter[str] = field(factory=Counter)
     # Manifests by digest never change: hot ones are answered from memory
-    # (within a byte budget).  Tag records are always read from disk, so an
-    # admin's `mirrorproxy purge` takes effect at the next pull.
+    # (within a byte budget).
     _bodies: OrderedDict[Digest, StoredManifest] = field(factory=OrderedDict)
     _bodies_size: int = 0
+    # Tag records too, forgotten within TAGS_STAMP_INTERVAL of a purge.
+    _records: OrderedDict[tuple[str, str], TagRecord] = field(factory=OrderedDict)
+    _stamp: bytes | None = None
+    _stamp_read_at: float = float("-inf")
+
+    async def _read_tag(self, repository: str, tag: str) -> TagRecord | None:
+        now = self._clock.seconds()
+        if now - self._stamp_read_at >= TAGS_STAMP_INTERVAL:
+            self._stamp_read_at = now
+            stamp = await self._store.tags_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._records.clear()
+        key = (repository, tag)
+        record = self._records.get(key)
+        if record is not None:
+            self._records.move_to_end(key)
+            return record
+        stamp = self._stamp
+        record = await self._store.read_tag(self._registry, repository, tag)
+        # Read before a purge that was noticed meanwhile: not to be kept.
+        if record is not None and stamp == self._stamp:
+            self._remember_tag(key, record)
+        return record
+
+    def _remember_tag(self, key: tuple[str, str], record: TagRecord) -> None:
+        self._records[key] = record
+        self._records.move_to_end(key)
+        if len(self._records) > RECORDS_KEPT:
+            self._records.popitem(last=False)
 
     async def _read_manifest(self, digest: Digest) -> StoredManifest | None:
         stored = self._bodies.get(digest)
@@ -121,7 +155,7 @@ class ManifestCache:
     async def _by_tag(
         self, repository: str, tag: str, accept: list[str], want_body: bool
     ) -> ServedManifest:
-        record = await self._store.read_tag(self._registry, repository, tag)
+        record = await self._read_tag(repository, tag)
         head: ManifestHead | None = None
         if record is not None and accepts(accept, record.media_type):
             age = self._clock.seconds() - record.learnt
@@ -202,6 +236,7 @@ class ManifestCache:
         record = TagRecord(digest, media_type, size, self._clock.seconds())
         try:
             await self._store.write_tag(self._registry, repository, tag, record)
+            self._remember_tag((repository, tag), record)
         except OSError as e:
             # The answer stands; the next pull of the tag asks upstream again.
             log.error(

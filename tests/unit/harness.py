@@ -58,6 +58,13 @@ class ManualRunner:
         self.jobs.append((function, args, d))
         return d
 
+    def run_one(self, name: str) -> None:
+        """Run the first waiting job that calls `name`, and only that one."""
+        job = next(j for j in self.jobs if j[0].__name__ == name)
+        self.jobs.remove(job)
+        function, args, d = job
+        maybeDeferred(function, *args).chainDeferred(d)
+
     def run_all(self) -> int:
         count = 0
         while self.jobs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from attrs import define, field
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mirrorproxy.mediatypes import (
@@ -652,22 +652,93 @@ def test_a_wildcard_accept_asks_upstream_for_every_modern_type(harness):
     assert "application/vnd.oci.image.index.v1+json" in sent and "*/*" in sent
 
 
-def test_a_tag_purged_on_disk_is_asked_upstream_again(harness):
-    """`mirrorproxy purge` on a running service takes effect at the next pull."""
-    import os
-    import shutil
+def purge_tag(harness: Harness, repository: str, tag: str) -> None:
+    """What `mirrorproxy purge REPOSITORY:TAG` does to the cache."""
+    from mirrorproxy.gc import purge
+    from mirrorproxy.inventory import scan
+
+    purge(scan(harness.cache_dir), repository, tag, 3600.0, 0.0, with_content=False)
+
+
+def test_a_purged_tag_is_asked_upstream_again_within_a_second(harness):
+    """`mirrorproxy purge` acts on a running mirror within TAGS_STAMP_INTERVAL."""
+    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
 
     digest, body = harness.registry.add_image("library/hot", "v1", [b"layer"])
     assert harness.get("/v2/library/hot/manifests/v1").body == body
     assert harness.get("/v2/library/hot/manifests/v1").headers["x-cache"] == "HIT"
     before = harness.registry.count("GET", "/manifests/")
-    tags = harness.mirror.store.tag_path(harness.mirror.registry.cache_key, "library/hot", "v1")
-    shutil.rmtree(os.path.dirname(tags))
+    purge_tag(harness, "library/hot", "v1")
+    harness.clock.advance(TAGS_STAMP_INTERVAL)
 
     again = harness.get("/v2/library/hot/manifests/v1")
 
-    assert again.body == body
+    assert (again.body, again.headers["x-cache"]) == (body, "MISS")
     assert harness.registry.count("GET", "/manifests/") == before + 1
+
+
+def test_tag_hits_within_the_ttl_read_nothing_from_disk(tmp_path):
+    from .harness import Harness
+
+    reads: list[str] = []
+
+    def run(function, *args):
+        reads.append(function.__name__)
+        return run_inline(function, *args)
+
+    harness = Harness(str(tmp_path / "cache"), run=run)
+    digest, body = harness.registry.add_image("library/hot", "v1", [b"layer"])
+    harness.get("/v2/library/hot/manifests/v1")
+    reads.clear()
+
+    for _ in range(3):
+        hit = harness.get("/v2/library/hot/manifests/v1")
+        assert (hit.body, hit.headers["x-cache"]) == (body, "HIT")
+
+    assert reads == []  # within a second of the last look at the tags stamp
+    harness.clock.advance(1)
+    harness.get("/v2/library/hot/manifests/v1")
+    assert reads == ["_read_small"]  # the stamp, not the tag record
+
+
+def test_a_tag_record_read_while_a_purge_is_noticed_is_not_kept(tmp_path):
+    """A read that started before the purge must not put the purged record
+    back in memory after the mirror has forgotten it."""
+    from .harness import Harness, ManualRunner
+
+    runner = ManualRunner()
+    harness = Harness(str(tmp_path / "cache"), run=runner)
+    digest, body = harness.registry.add_image("library/hot", "v1", [b"layer"])
+    first = harness.send("GET", "/v2/library/hot/manifests/v1")
+    while runner.jobs:
+        runner.run_all()
+        harness.pump()
+    assert first.response().body == body
+    cache = harness.mirror.manifests
+    cache._records.clear()  # as if evicted: the next hit reads the record
+
+    harness.clock.advance(1)
+    slow = harness.send("GET", "/v2/library/hot/manifests/v1")
+    runner.run_one("_read_small")  # the stamp, unchanged; the record's read waits
+    ((read, args, delivered),) = runner.jobs
+    runner.jobs.clear()
+    record_bytes = read(*args)  # read from disk before the purge...
+    purge_tag(harness, "library/hot", "v1")
+    harness.clock.advance(1)
+    # Another tag's pull notices the purge before the slow read is done.
+    noticing = Deferred.fromCoroutine(cache._read_tag("library/other", "v1"))
+    stamp_job = runner.jobs[-1]
+    runner.jobs.remove(stamp_job)
+    stamp_job[2].callback(stamp_job[0](*stamp_job[1]))
+    assert cache._stamp is not None
+    delivered.callback(record_bytes)  # ...and back after the purge was noticed
+    while runner.jobs:
+        runner.run_all()
+        harness.pump()
+
+    assert slow.response().body == body
+    assert noticing.called and noticing.result is None
+    assert ("library/hot", "v1") not in cache._records
 
 
 # -- a cache that cannot take them -------------------------------------------------
