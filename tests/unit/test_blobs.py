@@ -425,24 +425,12 @@ def test_a_read_only_cache_relays_the_blob_whole_and_caches_nothing(tmp_path):
     assert harness.mirror.blobs.failures == {}
 
 
-def test_a_read_only_cache_still_aborts_wrong_bytes(tmp_path):
+@pytest.mark.parametrize("cache", ["read-only", "full after one write"])
+def test_wrong_bytes_are_still_aborted_when_the_cache_cannot_take_them(tmp_path, cache):
     from .harness import Harness, cache_turned_read_only
 
-    harness = Harness(str(tmp_path / "cache"), run=cache_turned_read_only())
-    data, digest = upstream_blob(harness, 500_000)
-    harness.registry.wrong_bytes[digest] = os.urandom(len(data))
-    client = harness.send("GET", blob_path(digest))
-    harness.pump()
-
-    response = client.response()
-    assert response.aborted and not response.complete and len(response.body) < len(data)
-    assert cached_files(harness) == []
-
-
-def test_a_relayed_blob_with_wrong_bytes_is_still_aborted(tmp_path):
-    from .harness import Harness
-
-    harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(1))
+    run = cache_turned_read_only() if cache == "read-only" else disk_fills_after(1)
+    harness = Harness(str(tmp_path / "cache"), run=run)
     data, digest = upstream_blob(harness, 500_000)
     harness.registry.wrong_bytes[digest] = os.urandom(len(data))
     client = harness.send("GET", blob_path(digest))
@@ -499,14 +487,20 @@ def offer(harness, digest, count):
     harness.pump()
 
 
-def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_lead):
+def ahead_of_a_stalled_client(harness):
+    """A client that stopped reading, and its fill 640 kB ahead of it (past
+    the short lead): the blob, its digest, the client and the fill."""
     data, digest = held_blob(harness, 2_000_000)
     client = harness.send("GET", blob_path(digest))
     harness.pump()
     client.pause()
     for _ in range(10):
         offer(harness, digest, 64 * 1024)
-    fill = fill_of(harness, digest)
+    return data, digest, client, fill_of(harness, digest)
+
+
+def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_lead):
+    data, digest, client, fill = ahead_of_a_stalled_client(harness)
     assert (fill.lead_pauses, fill._upstream_paused) == (1, True)
     assert fill.upstream_pauses == 0  # not the disk
 
@@ -523,13 +517,7 @@ def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_l
 
 
 def test_a_fill_whose_slow_client_leaves_runs_on_at_full_speed(harness, short_lead):
-    _, digest = held_blob(harness, 2_000_000)
-    client = harness.send("GET", blob_path(digest))
-    harness.pump()
-    client.pause()
-    for _ in range(10):
-        offer(harness, digest, 64 * 1024)
-    fill = fill_of(harness, digest)
+    _, digest, client, fill = ahead_of_a_stalled_client(harness)
     assert fill._upstream_paused
 
     client.disconnect()
@@ -542,13 +530,7 @@ def test_a_fill_whose_slow_client_leaves_runs_on_at_full_speed(harness, short_le
 
 
 def test_a_fast_client_joining_a_waiting_fill_gets_it_going(harness, short_lead):
-    data, digest = held_blob(harness, 2_000_000)
-    slow = harness.send("GET", blob_path(digest))
-    harness.pump()
-    slow.pause()
-    for _ in range(10):
-        offer(harness, digest, 64 * 1024)
-    fill = fill_of(harness, digest)
+    data, digest, slow, fill = ahead_of_a_stalled_client(harness)
     assert fill._upstream_paused
 
     fast = harness.send("GET", blob_path(digest))
@@ -564,13 +546,7 @@ def test_a_fast_client_joining_a_waiting_fill_gets_it_going(harness, short_lead)
 
 
 def test_an_idle_connection_dropped_while_waiting_for_a_client_costs_no_retry(harness, short_lead):
-    data, digest = held_blob(harness, 2_000_000)
-    client = harness.send("GET", blob_path(digest))
-    harness.pump()
-    client.pause()
-    for _ in range(10):
-        offer(harness, digest, 64 * 1024)
-    fill = fill_of(harness, digest)
+    data, digest, client, fill = ahead_of_a_stalled_client(harness)
     assert fill._upstream_paused
     harness.registry.hold.clear()
     harness.registry.held.pop(digest).cut()
