@@ -207,32 +207,55 @@ def test_on_plain_tcp_only_a_small_first_chunk_passes_through_python(harness, se
     client.close()
 
 
-def test_a_joiner_gets_its_first_chunk_without_the_thread_pool(tmp_path):
-    runner = ManualRunner()
-    harness = Harness(str(tmp_path / "cache"), run=runner)
-    runner.run_all()
-    data, digest = held_blob(harness, 2 * MiB)
-    first = harness.send("GET", blob_path(digest))
-    harness.pump()
-    while runner.run_all():
-        harness.pump()
-    held = harness.registry.held[digest]
-    held.send(MiB)
-    harness.pump()
-    while runner.run_all():
-        harness.pump()
-    assert first.response().body[:1] == data[:1]
+@define(eq=False)
+class ManualFill:
+    """One client's GET of a held blob on a mirror whose thread pool runs
+    only when the test says: the fill is under way, upstream sends on cue."""
 
-    late = harness.send("GET", blob_path(digest))
-    harness.pump()
+    harness: Harness
+    runner: ManualRunner
+    data: bytes
+    digest: str
+    client: object
+    held: object
+
+    @classmethod
+    def start(cls, tmp_path, size: int) -> ManualFill:
+        runner = ManualRunner()
+        harness = Harness(str(tmp_path / "cache"), run=runner)
+        runner.run_all()
+        data, digest = held_blob(harness, size)
+        client = harness.send("GET", blob_path(digest))
+        started = cls(harness, runner, data, digest, client, None)
+        started.settle()
+        started.held = harness.registry.held[digest]
+        return started
+
+    def settle(self) -> None:
+        """Run the pool and move bytes until nothing is left to do."""
+        self.harness.pump()
+        while self.runner.run_all():
+            self.harness.pump()
+
+    def finish(self) -> None:
+        self.held.finish()
+        self.settle()
+
+
+def test_a_joiner_gets_its_first_chunk_without_the_thread_pool(tmp_path):
+    fill = ManualFill.start(tmp_path, 2 * MiB)
+    data = fill.data
+    fill.held.send(MiB)
+    fill.settle()
+    assert fill.client.response().body[:1] == data[:1]
+
+    late = fill.harness.send("GET", blob_path(fill.digest))
+    fill.harness.pump()
 
     # The spool file's bytes are in the page cache: read on the spot, not
     # queued behind whatever the pool is doing.
     assert late.response().body == data[:MiB]
-    held.finish()
-    harness.pump()
-    while runner.run_all():
-        harness.pump()
+    fill.finish()
     assert late.response().body == data and late.response().complete
 
 
@@ -261,25 +284,14 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
 
 def test_a_fill_batch_is_one_pool_job(tmp_path):
     """Hash and write of a batch share one thread hop, not one each."""
-    runner = ManualRunner()
-    harness = Harness(str(tmp_path / "cache"), run=runner)
-    runner.run_all()
-    data, digest = held_blob(harness, 2 * MiB)
-    client = harness.send("GET", blob_path(digest))
-    harness.pump()
-    while runner.run_all():
-        harness.pump()
-    held = harness.registry.held[digest]
+    fill = ManualFill.start(tmp_path, 2 * MiB)
 
-    held.send(MiB)
-    harness.pump()
+    fill.held.send(MiB)
+    fill.harness.pump()
 
-    assert len(runner.jobs) == 1
-    held.finish()
-    harness.pump()
-    while runner.run_all():
-        harness.pump()
-    assert client.response().body == data and client.response().complete
+    assert len(fill.runner.jobs) == 1
+    fill.finish()
+    assert fill.client.response().body == fill.data and fill.client.response().complete
 
 
 def test_the_batch_being_written_counts_against_a_fills_memory(tmp_path):
@@ -288,30 +300,21 @@ def test_the_batch_being_written_counts_against_a_fills_memory(tmp_path):
     from mirrorproxy.fill import QUEUE_HIGH
     from mirrorproxy.names import Digest
 
-    runner = ManualRunner()
-    harness = Harness(str(tmp_path / "cache"), run=runner)
-    runner.run_all()
-    data, digest = held_blob(harness, 4 * QUEUE_HIGH)
-    client = harness.send("GET", blob_path(digest))
-    harness.pump()
-    while runner.run_all():
-        harness.pump()
-    held = harness.registry.held[digest]
-    fill = harness.mirror.blobs._fills[Digest.parse(digest)]
+    started = ManualFill.start(tmp_path, 4 * QUEUE_HIGH)
+    held, data = started.held, started.data
+    fill = started.harness.mirror.blobs._fills[Digest.parse(started.digest)]
 
     held.send(QUEUE_HIGH * 3 // 4)  # one batch, in the pool and not done
-    harness.pump()
-    assert len(runner.jobs) == 1 and fill.upstream_pauses == 0
+    started.harness.pump()
+    assert len(started.runner.jobs) == 1 and fill.upstream_pauses == 0
     held.send(QUEUE_HIGH // 2)  # waits behind it: 1.25 x QUEUE_HIGH held
-    harness.pump()
+    started.harness.pump()
 
     assert fill.upstream_pauses == 1
     while held.sent < len(data):
         held.send(QUEUE_HIGH)
-        harness.pump()
-        while runner.run_all():
-            harness.pump()
-    assert client.response().body == data and client.response().complete
+        started.settle()
+    assert started.client.response().body == data and started.client.response().complete
 
 
 def test_a_sendfile_follower_tells_the_fill_how_far_it_is(harness, sendfile_calls):
