@@ -74,7 +74,6 @@ class MirrorChannel(HTTPChannel):
     _first_bytes_seen = False
     _header_deadline: IDelayedCall | None = None
     _refused = False  # a refusal was sent: read nothing more
-    body_received = 0  # bytes of the current request's body
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -100,7 +99,6 @@ class MirrorChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._cancel_header_deadline()
-        self.body_received = 0
         # `length` is None for a chunked body: counted as it comes.
         if self.length is not None and self.length > MAX_REQUEST_BODY:
             self.refuse(_BODY_REFUSED, "a request body of {length} bytes", length=self.length)
@@ -146,16 +144,16 @@ class MirrorRequest(Request):
     """A request that knows when it started, for the access log."""
 
     started_at: float = 0.0
+    _body_received = 0
 
     def gotLength(self, length: int | None) -> None:
         # Never Twisted's temporary file: bodies are small or refused.
         self.content = BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
-        channel = self.channel
-        channel.body_received += len(data)
-        if channel.body_received > MAX_REQUEST_BODY:
-            channel.refuse(_BODY_REFUSED, "a chunked request body over {limit} bytes", limit=MAX_REQUEST_BODY)
+        self._body_received += len(data)
+        if self._body_received > MAX_REQUEST_BODY:
+            self.channel.refuse(_BODY_REFUSED, "a chunked request body over {limit} bytes", limit=MAX_REQUEST_BODY)
             return
         self.content.write(data)
 

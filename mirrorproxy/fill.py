@@ -354,16 +354,15 @@ class Fill:
             self._tail_bytes += len(data)
             self._notify()
         assert self._timer is not None
-        if self._upstream_paused or self._upstream is None:
-            pass
-        elif self._too_much_waiting():
-            self.upstream_pauses += 1
-            self._pause_upstream()
-        elif self._ahead_of_clients(LEAD_HIGH):
-            self.lead_pauses += 1
-            self._pause_upstream()
-        else:
-            self._timer.reset()
+        if not self._upstream_paused and self._upstream is not None:
+            if self._too_much_waiting():
+                self.upstream_pauses += 1
+                self._pause_upstream()
+            elif self._ahead_of_clients(LEAD_HIGH):
+                self.lead_pauses += 1
+                self._pause_upstream()
+            else:
+                self._timer.reset()
         self._write_queued()
 
     def _pause_upstream(self) -> None:
@@ -378,9 +377,12 @@ class Fill:
             return False
         return self.received - max(self._positions.values()) >= lead
 
+    def _held(self) -> int:
+        """Bytes in memory waiting to be written, or being written."""
+        return self._queued + self._in_flight
+
     def _too_much_waiting(self) -> bool:
-        held = self._queued + self._in_flight
-        return held >= QUEUE_HIGH or (self.relaying and self._tail_bytes >= TAIL_HIGH)
+        return self._held() >= QUEUE_HIGH or (self.relaying and self._tail_bytes >= TAIL_HIGH)
 
     def _maybe_resume(self) -> None:
         if self._reconnect_when_needed and not self._ahead_of_clients(LEAD_LOW):
@@ -390,8 +392,7 @@ class Fill:
             return
         if not self._upstream_paused or self._upstream is None:
             return
-        held = self._queued + self._in_flight
-        if held > QUEUE_LOW or (self.relaying and self._tail_bytes > TAIL_LOW):
+        if self._held() > QUEUE_LOW or (self.relaying and self._tail_bytes > TAIL_LOW):
             return
         if self._ahead_of_clients(LEAD_LOW):
             return
