@@ -36,7 +36,7 @@ from .inventory import (
     RegistryContent,
     TagEntry,
 )
-from .store import stamp_tags_changed
+from .store import stamp_cache_changed
 
 DEFAULT_GRACE = 3600.0
 TYPE = "type"
@@ -96,6 +96,8 @@ def collect(inventory: Inventory, grace: float, now: float, dry_run: bool = Fals
         gone, young = _sweep_types(registry.orphan_types, grace, now, dry_run)
         removed += gone
         kept_young += young
+    if removed and not dry_run:
+        stamp_cache_changed(inventory.root)
     return GcReport(tuple(removed), kept_young, tuple(warnings))
 
 
@@ -120,8 +122,6 @@ def purge(
         if not purged:
             continue
         removed_tags += _remove_tags(purged, dry_run)
-        if not dry_run:
-            stamp_tags_changed(inventory.root)
         if not with_content:
             continue
         remaining = [t for t in registry.tags if t not in purged]
@@ -134,6 +134,10 @@ def purge(
         gone, young = _sweep(only_purged, grace, now, dry_run)
         removed += gone
         kept_young += young
+    if removed_tags and not dry_run:
+        # After every removal: a mirror that notices sooner could read back
+        # what is about to go.
+        stamp_cache_changed(inventory.root)
     if not removed_tags:
         what = f"{repository}:{tag}" if tag else f"repository {repository}"
         raise NothingToPurge(f"no {what} in the cache")

@@ -36,8 +36,8 @@ HIT, MISS, REVALIDATED, STALE = "HIT", "MISS", "REVALIDATED", "STALE"
 # Manifest bodies kept in memory.
 MEMORY_BUDGET = 32 * 1024 * 1024
 
-# Tag records kept in memory, and how often the cache's tags stamp is read to
-# learn whether `mirrorproxy purge` removed some (seconds).
+# Tag records kept in memory, and how often the cache's stamp is read to learn
+# whether an admin command (purge, gc, verify) removed files (seconds).
 RECORDS_KEPT = 100_000
 TAGS_STAMP_INTERVAL = 1.0
 
@@ -82,14 +82,32 @@ class ManifestCache:
     _stamp: bytes | None = None
     _stamp_read_at: float = float("-inf")
 
-    async def _read_tag(self, repository: str, tag: str) -> TagRecord | None:
+    async def _notice_admin_changes(self) -> None:
+        """Forget what the cache held once an admin command removed files.
+
+        At most once per TAGS_STAMP_INTERVAL the cache's stamp is read; when
+        it changed, tag records and manifest bodies held in memory may name
+        files that are gone, so they are dropped (and read again from disk),
+        and the cache is counted again.
+        """
         now = self._clock.seconds()
-        if now - self._stamp_read_at >= TAGS_STAMP_INTERVAL:
-            self._stamp_read_at = now
-            stamp = await self._store.tags_stamp()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._records.clear()
+        if now - self._stamp_read_at < TAGS_STAMP_INTERVAL:
+            return
+        first_look = self._stamp_read_at == float("-inf")
+        self._stamp_read_at = now
+        stamp = await self._store.cache_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        self._records.clear()
+        self._bodies.clear()
+        self._bodies_size = 0
+        if not first_look:
+            Deferred.fromCoroutine(self._store.measure()).addErrback(
+                lambda f: log.failure("cannot count the cache", f)
+            )
+
+    async def _read_tag(self, repository: str, tag: str) -> TagRecord | None:
         key = (repository, tag)
         record = self._records.get(key)
         if record is not None:
@@ -130,6 +148,7 @@ class ManifestCache:
     async def get(
         self, repository: str, reference: str | Digest, accept: list[str], want_body: bool
     ) -> ServedManifest:
+        await self._notice_admin_changes()
         if isinstance(reference, Digest):
             served = await self._by_digest(repository, reference, accept)
         else:

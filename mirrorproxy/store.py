@@ -97,15 +97,16 @@ def _sharded(directory: str, digest: Digest) -> str:
     return os.path.join(directory, "sha256", digest.hex[:2], digest.hex)
 
 
-# Rewritten (a new random token) by whatever removes tag records behind a
-# running mirror's back (`mirrorproxy purge`).  A mirror holds tag records in
-# memory and reads this at most once a second: a change makes it forget them.
-TAGS_STAMP = "tags-stamp"
+# Rewritten (a new random token) by whatever removes tag records or content
+# behind a running mirror's back (`mirrorproxy purge`, `gc`, `verify`).  A
+# mirror holds tag records and manifests in memory and reads this at most
+# once a second: a change makes it forget them and count the cache again.
+CACHE_STAMP = "cache-stamp"
 
 
-def stamp_tags_changed(root: str) -> None:
-    """Tell running mirrors on this cache that tag records were removed."""
-    path = os.path.join(root, TAGS_STAMP)
+def stamp_cache_changed(root: str) -> None:
+    """Tell running mirrors on this cache that files were removed."""
+    path = os.path.join(root, CACHE_STAMP)
     spool = os.path.join(root, "spool", f"stamp-{uuid.uuid4().hex}")
     with open(spool, "wb") as f:
         f.write(uuid.uuid4().hex.encode())
@@ -206,9 +207,9 @@ class FilesystemStore:
         await self._write_file(path, body)
         self.count_committed(len(body))
 
-    async def tags_stamp(self) -> bytes | None:
-        """The current `TAGS_STAMP`: when it changes, tag records went."""
-        stamp: bytes | None = await self._run(_read_small, os.path.join(self.root, TAGS_STAMP))
+    async def cache_stamp(self) -> bytes | None:
+        """The current `CACHE_STAMP`: when it changes, files went."""
+        stamp: bytes | None = await self._run(_read_small, os.path.join(self.root, CACHE_STAMP))
         return stamp
 
     async def read_tag(self, registry: str, repository: str, tag: str) -> TagRecord | None:

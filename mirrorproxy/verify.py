@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from attrs import frozen
 
+from .store import stamp_cache_changed
 from .inventory import (
     MANIFEST,
     QUARANTINE,
@@ -98,6 +99,8 @@ def verify(
             if entry.problem is not None:
                 checked += 1
                 findings.append(_quarantine_tag(inventory.root, entry))
+    if any(f.quarantined for f in findings):
+        stamp_cache_changed(inventory.root)
     return VerifyReport(checked, hashed, tuple(findings), vanished)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from mirrorproxy.mediatypes import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from mirrorproxy.names import Digest
 from mirrorproxy.store import _write_and_commit
 
 from ..fakeregistry import AUTH_HOST, FakeRegistry, sha256
@@ -695,7 +697,7 @@ def test_tag_hits_within_the_ttl_read_nothing_from_disk(tmp_path):
         hit = harness.get("/v2/library/hot/manifests/v1")
         assert (hit.body, hit.headers["x-cache"]) == (body, "HIT")
 
-    assert reads == []  # within a second of the last look at the tags stamp
+    assert reads == []  # within a second of the last look at the cache stamp
     harness.clock.advance(1)
     harness.get("/v2/library/hot/manifests/v1")
     assert reads == ["_read_small"]  # the stamp, not the tag record
@@ -726,7 +728,7 @@ def test_a_tag_record_read_while_a_purge_is_noticed_is_not_kept(tmp_path):
     purge_tag(harness, "library/hot", "v1")
     harness.clock.advance(1)
     # Another tag's pull notices the purge before the slow read is done.
-    noticing = Deferred.fromCoroutine(cache._read_tag("library/other", "v1"))
+    noticing = Deferred.fromCoroutine(cache._notice_admin_changes())
     stamp_job = runner.jobs[-1]
     runner.jobs.remove(stamp_job)
     stamp_job[2].callback(stamp_job[0](*stamp_job[1]))
@@ -776,3 +778,64 @@ def test_a_cache_that_cannot_write_still_answers_by_tag_and_by_digest(tmp_path, 
     # No tag record could be kept: the next pull by tag asks upstream again.
     assert harness.get(manifest_path("latest")).body == body
     assert upstream_gets(harness) == 2
+
+
+def gc_tag_with_content(harness: Harness, repository: str, tag: str) -> None:
+    """What `mirrorproxy purge REPOSITORY:TAG --gc --grace 0` does to the cache."""
+    from mirrorproxy.gc import purge
+    from mirrorproxy.inventory import scan
+
+    purge(scan(harness.cache_dir), repository, tag, 0.0, time.time() + 3600, with_content=True)
+
+
+def test_a_pull_after_purge_with_gc_puts_the_manifest_back_on_disk(harness):
+    """The mirror must not trust a manifest it holds in memory once an admin
+    command removed its file: the disk and the running mirror agree."""
+    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+
+    digest, body = harness.registry.add_image("library/multi", "v1", [b"layer"])
+    assert harness.get("/v2/library/multi/manifests/v1").body == body
+    manifest_file = Path(harness.mirror.store.manifest_path(harness.mirror.registry.cache_key, Digest.parse(digest)))
+    assert manifest_file.exists()
+    gc_tag_with_content(harness, "library/multi", "v1")
+    assert not manifest_file.exists()
+    harness.clock.advance(TAGS_STAMP_INTERVAL)
+
+    again = harness.get("/v2/library/multi/manifests/v1")
+
+    assert (again.body, again.headers["x-cache"]) == (body, "MISS")
+    assert manifest_file.read_bytes() == body
+
+
+def test_a_manifest_removed_by_an_admin_command_is_not_a_hit_from_memory(harness):
+    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+
+    digest, body = harness.registry.add_image("library/multi", "v1", [b"layer"])
+    assert harness.get(f"/v2/library/multi/manifests/{digest}").body == body
+    from mirrorproxy.gc import collect
+    from mirrorproxy.inventory import scan
+
+    collect(scan(harness.cache_dir), 0.0, time.time() + 3600)
+    harness.clock.advance(TAGS_STAMP_INTERVAL)
+    before = upstream_gets(harness)
+
+    again = harness.get(f"/v2/library/multi/manifests/{digest}")
+
+    assert (again.body, again.headers["x-cache"]) == (body, "MISS")
+    assert upstream_gets(harness) == before + 1
+    assert Path(harness.mirror.store.manifest_path(harness.mirror.registry.cache_key, Digest.parse(digest))).read_bytes() == body
+
+
+def test_the_cache_size_is_measured_again_after_an_admin_command(harness):
+    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+
+    digest, body = harness.registry.add_image("library/multi", "v1", [b"layer" * 100])
+    harness.get("/v2/library/multi/manifests/v1")
+    harness.get(f"/v2/library/multi/blobs/{sha256(b'layer' * 100)}")
+    assert harness.mirror.store.entries == 2
+    gc_tag_with_content(harness, "library/multi", "v1")
+    harness.clock.advance(TAGS_STAMP_INTERVAL)
+
+    harness.get("/v2/library/other/manifests/v1")  # any request notices
+
+    assert (harness.mirror.store.bytes, harness.mirror.store.entries) == (0, 0)
