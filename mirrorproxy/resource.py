@@ -33,6 +33,7 @@ API_VERSION = (b"Docker-Distribution-API-Version", b"registry/2.0")
 _ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<reference>[^/]+)")
 _TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
 MAX_TAGS_PAGE = 10000
+_PAGE_SIZE = re.compile(r"[0-9]{1,6}")
 
 
 @define
@@ -270,7 +271,8 @@ class V2Resource(Resource):
         n = request.args.get(b"n")
         if n:
             text = n[0].decode("latin-1")
-            if not text.isdigit() or int(text) > MAX_TAGS_PAGE:
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if not _PAGE_SIZE.fullmatch(text) or int(text) > MAX_TAGS_PAGE:
                 raise RegistryError(400, "PAGINATION_NUMBER_INVALID", f"invalid n={text[:20]!r}")
             query.append(f"n={int(text)}")
         last = request.args.get(b"last")

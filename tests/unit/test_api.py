@@ -360,7 +360,7 @@ def test_tag_lists_with_different_queries_are_cached_apart(paging):
     assert len(tag_list_uris(paging)) == 2
 
 
-@pytest.mark.parametrize("n", ["abc", "-1", "10001", "1e3"])
+@pytest.mark.parametrize("n", ["abc", "-1", "10001", "1e3", "%B2", "%C2%B2", "%D9%A3", "99999999999999999999"])
 def test_bad_page_size_is_400_and_not_sent_upstream(paging, n):
     response = paging.get(f"/v2/library/alpine/tags/list?n={n}")
     assert response.status == 400
