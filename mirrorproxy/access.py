@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
 import os
 import re
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 
 import bcrypt
@@ -65,6 +66,8 @@ MAX_PASSWORD_BYTES = 72
 CACHE_ENTRIES = 1024
 # How often, at most, the htpasswd file's metadata is looked at for changes.
 RELOAD_CHECK_INTERVAL = 2.0
+# `htpasswd -B`'s default cost, for a file without entries.
+DEFAULT_COST = 5
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -180,9 +183,29 @@ def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
         return False
 
 
-# Checked against for unknown users, so that a wrong user name costs what a
-# wrong password costs and does not reveal which names exist.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(5))
+@functools.lru_cache(maxsize=4)
+def dummy_hash(cost: int) -> bytes:
+    """What an unknown user's password is checked against.
+
+    Of the same cost as the file's entries, so that a wrong user name costs
+    what a wrong password costs and does not reveal which names exist.
+    Made once per cost, in the runner (it costs a check itself).
+    """
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(cost))
+
+
+def _check_unknown_user(password: bytes, cost: int) -> bool:
+    _bcrypt_matches(password, dummy_hash(cost))
+    return False
+
+
+def usual_cost(entries: dict[bytes, bytes]) -> int:
+    """The bcrypt cost most entries have (the highest of a tie): the cost an
+    unknown user's check must take."""
+    costs = Counter(int(hashed[4:6]) for hashed in entries.values())
+    if not costs:
+        return DEFAULT_COST
+    return max(costs, key=lambda cost: (costs[cost], cost))
 
 
 @frozen
@@ -214,6 +237,7 @@ class PasswordFile:
     # A per-process key: the remembered digests are useless outside it.
     _key: bytes = field(factory=lambda: secrets.token_bytes(32), repr=False)
     _checks: Coalescer = field(factory=Coalescer, repr=False)
+    _dummy_cost: int = DEFAULT_COST
     bcrypt_checks: int = 0
 
     @classmethod
@@ -222,6 +246,7 @@ class PasswordFile:
         passwords = cls(path, run, clock)
         passwords._state, passwords._entries = passwords._read()
         passwords._next_look = clock.seconds() + RELOAD_CHECK_INTERVAL
+        passwords._prepare_dummy()
         log.info("{count} accounts in {path}", count=len(passwords._entries), path=path)
         return passwords
 
@@ -258,7 +283,16 @@ class PasswordFile:
             return
         self._state, self._entries = state, entries
         self._good.clear()
+        self._prepare_dummy()
         log.info("reloaded {path}: {count} accounts", path=self.path, count=len(entries))
+
+    def _prepare_dummy(self) -> None:
+        """Make the unknown users' dummy hash now, in the runner, so that the
+        first unknown user does not pay for making it (and stand out)."""
+        self._dummy_cost = usual_cost(self._entries)
+        self._run(dummy_hash, self._dummy_cost).addErrback(
+            lambda f: log.failure("cannot make the dummy bcrypt hash", f)
+        )
 
     def check(self, user: bytes, password: bytes) -> Deferred[bool]:
         """Whether ``password`` is ``user``'s; bcrypt runs off the reactor
@@ -276,8 +310,10 @@ class PasswordFile:
 
         async def bcrypt_check() -> bool:
             self.bcrypt_checks += 1
-            matches = await self._run(_bcrypt_matches, password, hashed or _DUMMY_HASH)
-            if not matches or hashed is None:
+            if hashed is None:
+                return bool(await self._run(_check_unknown_user, password, self._dummy_cost))
+            matches = await self._run(_bcrypt_matches, password, hashed)
+            if not matches:
                 return False
             # The file may have been reloaded meanwhile; remember only what still holds.
             if self._entries.get(user) == hashed:

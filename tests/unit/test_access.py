@@ -241,6 +241,7 @@ def test_bcrypt_runs_in_the_runner_not_on_the_reactor_thread(harness, htpasswd):
     runner = ManualRunner()
     harness.registry.add_manifest(REPO, "latest", MANIFEST, OCI_MANIFEST)
     guarded = Guarded(harness, AccessSettings(htpasswd=str(htpasswd)), run=runner)
+    runner.run_one("dummy_hash")  # made at load, for unknown users
 
     client = guarded.send("GET", f"/v2/{REPO}/manifests/latest", {"Authorization": basic(*ALICE)})
     harness.pump()
@@ -256,6 +257,7 @@ def test_bcrypt_runs_in_the_runner_not_on_the_reactor_thread(harness, htpasswd):
 def test_concurrent_requests_with_the_same_credentials_share_one_check(harness, htpasswd):
     runner = ManualRunner()
     guarded = Guarded(harness, AccessSettings(htpasswd=str(htpasswd)), run=runner)
+    runner.run_one("dummy_hash")
     clients = [guarded.send("GET", "/v2/", {"Authorization": basic(*ALICE)}) for _ in range(5)]
     wrong = guarded.send("GET", "/v2/", {"Authorization": basic("alice", "nope")})
 
@@ -308,6 +310,51 @@ def test_a_broken_edit_keeps_the_accounts_that_worked(guarded, htpasswd):
     guarded.harness.clock.advance(RELOAD_CHECK_INTERVAL)
     assert guarded.get("/v2/", authorization=basic(*ALICE)).status == 200
     assert guarded.get("/v2/", authorization=basic("alice", "x")).status == 401
+
+
+# -- user names cannot be told apart by timing ------------------------------------
+
+
+def cost_of(hashed: bytes) -> int:
+    return int(hashed.split(b"$")[2])
+
+
+@pytest.fixture
+def checked_costs(monkeypatch):
+    """The bcrypt cost of every hash a password is checked against."""
+    costs: list[int] = []
+    checkpw = bcrypt.checkpw
+
+    def recording(password: bytes, hashed: bytes) -> bool:
+        costs.append(cost_of(hashed))
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording)
+    return costs
+
+
+@pytest.mark.parametrize("cost", [4, 6])
+def test_an_unknown_user_costs_a_check_of_the_files_own_cost(harness, tmp_path, checked_costs, cost):
+    """A wrong user name must take as long as a wrong password: with a
+    cheaper dummy hash, a client could list which accounts exist."""
+    path = tmp_path / "htpasswd"
+    path.write_bytes(b"carol:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(cost)) + b"\n")
+    guarded = Guarded(harness, AccessSettings(htpasswd=str(path)))
+
+    assert guarded.get("/v2/", authorization=basic("carol", "wrong")).status == 401
+    assert guarded.get("/v2/", authorization=basic("mallory", "wrong")).status == 401
+
+    assert checked_costs == [cost, cost]
+
+
+def test_the_dummy_follows_the_file_when_its_cost_changes(guarded, htpasswd, checked_costs):
+    htpasswd.write_bytes(b"alice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(7)) + b"\n")
+    os.utime(htpasswd, ns=(0, 10**18))
+    guarded.harness.clock.advance(RELOAD_CHECK_INTERVAL)
+
+    assert guarded.get("/v2/", authorization=basic("mallory", "wrong")).status == 401
+
+    assert checked_costs == [7]
 
 
 # -- client networks ------------------------------------------------------------------
