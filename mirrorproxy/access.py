@@ -44,7 +44,7 @@ from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from .config import ConfigError
+from .config import ConfigError, Network, parse_networks
 from .errors import DENIED, UNAUTHORIZED, UNAVAILABLE, RegistryError
 from .follow import abort_connection
 from .inflight import Coalescer
@@ -68,8 +68,6 @@ CACHE_ENTRIES = 1024
 RELOAD_CHECK_INTERVAL = 2.0
 # `htpasswd -B`'s default cost, for a file without entries.
 DEFAULT_COST = 5
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class HtpasswdError(ConfigError):
@@ -100,17 +98,6 @@ def parse_htpasswd(data: bytes, source: str) -> dict[bytes, bytes]:
     return entries
 
 
-def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
-    """CIDRs (IPv4 or IPv6; a bare address is a /32 or /128) -> networks."""
-    networks = []
-    for text in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(text.strip(), strict=True))
-        except ValueError as e:
-            raise ConfigError(f"--allow {text!r}: {e}") from None
-    return tuple(networks)
-
-
 @frozen
 class AccessSettings:
     """What `guard` enforces: an htpasswd file and client networks, each optional."""
@@ -120,7 +107,7 @@ class AccessSettings:
 
     @classmethod
     def from_options(cls, htpasswd: str | None, allow: Iterable[str]) -> AccessSettings:
-        return cls(htpasswd or None, parse_networks(allow))
+        return cls(htpasswd or None, parse_networks(allow, "--allow"))
 
     @property
     def enabled(self) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from attrs import field, frozen, validators
@@ -23,6 +25,20 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 
 class ConfigError(ValueError):
     """A setting that cannot work, with a message meant for the operator."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(cidrs: Iterable[str], option: str) -> tuple[Network, ...]:
+    """CIDRs (IPv4 or IPv6; a bare address is a /32 or /128) -> networks."""
+    networks = []
+    for text in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=True))
+        except ValueError as e:
+            raise ConfigError(f"{option} {text!r}: {e}") from None
+    return tuple(networks)
 
 
 @frozen
@@ -130,6 +146,9 @@ class Settings:
     upstream_proxy: str | None = None
     upstream_ca: str | None = None
     upstream_insecure: bool = False
+    # Internal networks (CIDRs) upstream's redirects may lead to, besides the
+    # upstream's own host.
+    upstream_redirect_allow: tuple[str, ...] = ()
     # Client access: an htpasswd file (bcrypt), networks allowed in.
     htpasswd: str | None = None
     allow: tuple[str, ...] = ()

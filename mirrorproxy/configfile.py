@@ -29,6 +29,10 @@ from .config import (
 )
 from .eviction import parse_size
 
+# A smaller limit is a forgotten unit, not a cache: it would evict every
+# blob it fills.
+MIN_CACHE_SIZE = 1 << 20
+
 # key -> (type check, what the operator should have written)
 _Check = Callable[[Any], bool]
 
@@ -59,6 +63,7 @@ TOP_LEVEL: dict[str, tuple[_Check, str]] = {
     "upstream-insecure": (_is_bool, "true or false"),
     "htpasswd": (_is_str, "an htpasswd file path"),
     "allow": (_is_str_list, "a list of CIDR networks"),
+    "upstream-redirect-allow": (_is_str_list, "a list of CIDR networks"),
     "max-cache-size": (lambda v: _is_str(v) or (_is_number(v) and v > 0), "a size such as \"50G\""),
     "metrics-listen": (_is_str_list, "a list of endpoint strings"),
     "drain-timeout": (_is_number, "a number of seconds"),
@@ -141,6 +146,10 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         max_cache_size = parse_size(str(max_size)) if max_size is not None else None
     except ValueError as e:
         raise ConfigError(f"max-cache-size: {e}") from None
+    if max_cache_size is not None and max_cache_size < MIN_CACHE_SIZE:
+        raise ConfigError(
+            f"max-cache-size {max_size!r} is below 1 MiB (bytes, unless a unit is given: 50G, 512M)"
+        )
     try:
         timeout_values = Timeouts(
             connect=float(timeouts.get("connect", Timeouts().connect)),
@@ -163,5 +172,6 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         upstream_insecure=bool(values.get("upstream-insecure", False)),
         htpasswd=values.get("htpasswd"),
         allow=tuple(values.get("allow") or ()),
+        upstream_redirect_allow=tuple(values.get("upstream-redirect-allow") or ()),
         drain_timeout=float(values.get("drain-timeout", DEFAULT_DRAIN_TIMEOUT)),
     )

@@ -69,6 +69,7 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
     from .fill import FillFailed
     from .names import DigestInvalid, DigestUnsupported, NameInvalid, TagInvalid
     from .upstream import (
+        ManifestNotAcceptable,
         UpstreamDenied,
         UpstreamNotFound,
         UpstreamRateLimited,
@@ -90,6 +91,8 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
         default = {"manifest": MANIFEST_UNKNOWN, "blob": BLOB_UNKNOWN}.get(kind, NAME_UNKNOWN)
         code = exc.code if exc.code in (NAME_UNKNOWN, MANIFEST_UNKNOWN, BLOB_UNKNOWN) else default
         return RegistryError(404, code, exc.message or f"{kind} unknown to upstream")
+    if isinstance(exc, ManifestNotAcceptable):
+        return RegistryError(404, MANIFEST_UNKNOWN, str(exc))
     if isinstance(exc, UpstreamDenied):
         return RegistryError(
             403, DENIED, f"upstream denied access (private or missing repository): {exc}"

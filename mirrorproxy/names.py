@@ -79,6 +79,10 @@ def parse_tag(text: str) -> str:
     return text
 
 
+def is_tag(text: str) -> bool:
+    return _TAG.fullmatch(text) is not None
+
+
 def parse_reference(text: str) -> str | Digest:
     """A manifest reference: a Digest, or a tag as a string."""
     if looks_like_digest(text):

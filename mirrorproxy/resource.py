@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import parse_qs
 from typing import Awaitable, Callable
 
 from attrs import define
@@ -24,7 +25,7 @@ from .errors import NAME_INVALID, UNSUPPORTED, RegistryError, registry_error
 from .follow import FileFollower, abort_connection
 from .mediatypes import parse_accept
 from .mirror import Mirror, Router
-from .names import Digest, parse_name, parse_reference, parse_tag
+from .names import Digest, is_tag, parse_name, parse_reference, parse_tag
 from .ranges import parse_range
 
 log = Logger()
@@ -283,12 +284,31 @@ class V2Resource(Resource):
             return
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Content-Length", str(len(page.body)).encode("ascii"))
-        if page.link:
-            request.setHeader(b"Link", _relative_link(page.link).encode("latin-1"))
+        link = _next_page_link(page.link, name) if page.link else None
+        if link is not None:
+            request.setHeader(b"Link", link.encode("ascii"))
         request.write(page.body)
         request.finish()
 
 
-def _relative_link(link: str) -> str:
-    """Upstream's next-page link, pointed at this mirror instead."""
-    return re.sub(r"<[a-z]+://[^/>]+(/v2/[^>]*)>", r"<\1>", link)
+_NEXT_LINK = re.compile(
+    r'\s*<(?:https?://[^/>]+)?(?P<path>/v2/[^>?]+/tags/list)(?:\?(?P<query>[^>]*))?>\s*;\s*rel="?next"?\s*'
+)
+
+
+def _next_page_link(link: str, name: str) -> str | None:
+    """Upstream's next-page link, pointed at this mirror instead; None unless
+    it is a next page of this very tag list (anything else upstream put there
+    is not relayed)."""
+    match = _NEXT_LINK.fullmatch(link)
+    if match is None or match.group("path") != f"/v2/{name}/tags/list":
+        return None
+    query = []
+    for key, values in parse_qs(match.group("query") or "", keep_blank_values=True).items():
+        if key == "n" and len(values) == 1 and _PAGE_SIZE.fullmatch(values[0]):
+            query.append(f"n={values[0]}")
+        elif key == "last" and len(values) == 1 and is_tag(values[0]):
+            query.append(f"last={values[0]}")
+        else:
+            return None
+    return f'</v2/{name}/tags/list{"?" + "&".join(query) if query else ""}>; rel="next"'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from urllib.parse import urlsplit
 from typing import Any
 
 from attrs import define
@@ -22,9 +23,10 @@ from .access import AccessSettings, guard
 from .auth import Authenticator
 from .blobs import BlobCache
 from .channel import MirrorSite
-from .config import Settings
+from .config import Settings, parse_networks
 from .drain import GracefulService, InFlight
 from .egress import INSECURE_WARNING, make_agent, proxy_settings
+from .egress.addresses import AddressPolicy
 from .eviction import Evictor
 from .manifests import ManifestCache
 from .metrics import metrics_root
@@ -44,8 +46,25 @@ IO_THREADS = 16
 AUTH_THREADS = 2
 
 
-def build_mirror(settings: Settings, http: HTTPClient, clock: IReactorTime, run: Runner) -> Mirror:
-    """Wire one upstream's mirror from its parts; the unit tests use this too."""
+def redirect_policy(settings: Settings) -> AddressPolicy:
+    """Where the upstream's redirects may lead: its own host, global
+    addresses, and the networks the operator allowed."""
+    host = urlsplit(settings.upstream.url).hostname or ""
+    return AddressPolicy(host, parse_networks(settings.upstream_redirect_allow, "--upstream-redirect-allow"))
+
+
+def build_mirror(
+    settings: Settings,
+    http: HTTPClient,
+    clock: IReactorTime,
+    run: Runner,
+    redirect_http: HTTPClient | None = None,
+) -> Mirror:
+    """Wire one upstream's mirror from its parts; the unit tests use this too.
+
+    `redirect_http` is the client for hosts the upstream redirects to, whose
+    connections are checked against the redirect policy (the service's; the
+    unit tests' fake upstream resolves nothing)."""
     store = FilesystemStore(settings.cache_dir, run)
     registry = settings.upstream
     client: UpstreamClient
@@ -54,7 +73,15 @@ def build_mirror(settings: Settings, http: HTTPClient, clock: IReactorTime, run:
         return await client.token_fetch(url, headers)
 
     auth = Authenticator(fetch_token, clock, settings.credentials)
-    client = UpstreamClient(registry, http, clock, auth, settings.timeouts)
+    client = UpstreamClient(
+        registry,
+        http,
+        clock,
+        auth,
+        settings.timeouts,
+        redirect_policy=redirect_policy(settings),
+        redirect_http=redirect_http,
+    )
     key = registry.cache_key
     mirror = Mirror(
         registry=registry,
@@ -104,27 +131,36 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     top.add_backend(_ThreadPoolService(threads))
     run: Runner = partial(deferToThreadPool, reactor, threads)
 
-    connections = HTTPConnectionPool(reactor, persistent=True)
-    connections.maxPersistentPerHost = 16
-    top.add_backend(_ConnectionPoolService(connections))
     proxy = proxy_settings(settings.upstream_proxy, os.environ)
-    agent = make_agent(
-        reactor,
-        connections,
-        proxy=proxy,
-        ca_file=settings.upstream_ca,
-        verify=not settings.upstream_insecure,
-        connect_timeout=settings.timeouts.connect,
-    )
+
+    def agent_with_pool(address_policy: AddressPolicy | None) -> HTTPClient:
+        # Each agent its own pool: pooled connections are keyed by target,
+        # not by the checks made when they were opened.
+        connections = HTTPConnectionPool(reactor, persistent=True)
+        connections.maxPersistentPerHost = 16
+        top.add_backend(_ConnectionPoolService(connections))
+        return HTTPClient(
+            make_agent(
+                reactor,
+                connections,
+                proxy=proxy,
+                ca_file=settings.upstream_ca,
+                verify=not settings.upstream_insecure,
+                connect_timeout=settings.timeouts.connect,
+                address_policy=address_policy,
+            )
+        )
+
+    http = agent_with_pool(None)
+    redirect_http = agent_with_pool(redirect_policy(settings))
     if proxy is not None:
         log.info("upstream egress: {routes}", routes=proxy.describe())
         for note in proxy.notes:
             log.warn("upstream egress: {note}", note=note)
     if settings.upstream_insecure:
         log.warn("{warning}", warning=INSECURE_WARNING)
-    http = HTTPClient(agent)
 
-    mirror = build_mirror(settings, http, reactor, run)
+    mirror = build_mirror(settings, http, reactor, run, redirect_http)
     mirror.store.prepare()
     top.add_backend(_Measure(mirror.store))
     root: Any = RegistryRoot(Router([mirror]), in_flight)

@@ -14,7 +14,14 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from .access import AccessSettings
-from .config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_TAG_TTL, DOCKER_HUB_URL, ConfigError, Settings
+from .config import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_TAG_TTL,
+    DOCKER_HUB_URL,
+    ConfigError,
+    Settings,
+    parse_networks,
+)
 from .configfile import read_config, settings_from
 from .egress import proxy_settings, tls_policy
 from .store import CacheDirError
@@ -22,7 +29,7 @@ from .store import CacheDirError
 # Options that take one value, by their command-line (and config-file) name.
 _SINGLE = ("upstream", "cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
            "upstream-ca", "htpasswd", "drain-timeout")
-_REPEATED = ("listen", "allow", "metrics-listen")
+_REPEATED = ("listen", "allow", "metrics-listen", "upstream-redirect-allow")
 
 
 class Options(usage.Options):
@@ -61,6 +68,10 @@ class Options(usage.Options):
         """Accept clients from this network only (CIDR, IPv4 or IPv6; repeatable). Default: any."""
         self["allow"].append(network)
 
+    def opt_upstream_redirect_allow(self, network: str) -> None:
+        """An internal network (CIDR) upstream's redirects may lead to, besides its own host (repeatable). Default: none."""
+        self["upstream-redirect-allow"].append(network)
+
     def opt_metrics_listen(self, endpoint: str) -> None:
         """Endpoint for /metrics, /healthz and /readyz (repeatable), e.g. tcp:9100:interface=127.0.0.1. Default: off."""
         self["metrics-listen"].append(endpoint)
@@ -77,6 +88,7 @@ class Options(usage.Options):
             # Bad networks, proxies and CA bundles are usage errors now, not
             # surprises at start.
             self["access"] = AccessSettings.from_options(settings.htpasswd, settings.allow)
+            parse_networks(settings.upstream_redirect_allow, "--upstream-redirect-allow")
             proxy_settings(settings.upstream_proxy, os.environ)
             tls_policy(ca_file=settings.upstream_ca, verify=not settings.upstream_insecure)
         except ConfigError as e:

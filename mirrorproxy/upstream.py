@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from attrs import define, field, frozen
 from treq.client import HTTPClient
@@ -19,15 +19,18 @@ from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from .auth import AuthError, Authenticator, pull_scope
 from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
 from .config import Timeouts, UpstreamRegistry
-from .mediatypes import manifest_media_type, upstream_accept
+from .documents import MANIFEST_TYPES, DocumentInvalid, check_manifest, check_tag_list
+from .egress.addresses import AddressPolicy, InternalAddressRefused
+from .mediatypes import accepts, manifest_media_type, upstream_accept
 from .names import Digest
+from .redirects import CREDENTIAL_HEADERS, RedirectRefused, next_hop
 
 log = Logger()
 
@@ -69,6 +72,11 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamInvalid(UpstreamUnavailable):
     """Upstream answered with content that fails its own checks."""
+
+
+class ManifestNotAcceptable(UpstreamError):
+    """Upstream's manifest is of a type the client did not accept (404, as
+    distribution answers; not a sign that the tag is missing)."""
 
 
 @frozen
@@ -115,6 +123,11 @@ class UpstreamClient:
     _clock: IReactorTime
     _auth: Authenticator
     _timeouts: Timeouts = field(factory=Timeouts)
+    # Where redirects may lead (by default: the registry's own host and
+    # global addresses), and the client redirect hops go through: one whose
+    # connections are checked against that policy.
+    _redirect_policy: AddressPolicy | None = None
+    _redirect_http: HTTPClient | None = None
     # (method, kind, status) -> count; read by tests and, later, metrics.
     requests: Counter[tuple[str, str, int]] = field(factory=Counter)
     # When upstream last answered, and last failed to; for /readyz.
@@ -122,6 +135,10 @@ class UpstreamClient:
     last_failure: float | None = None
     # Docker Hub's `ratelimit-remaining` (e.g. "97;w=21600"), latest seen.
     ratelimit_remaining: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self._redirect_policy is None:
+            self._redirect_policy = AddressPolicy(urlsplit(self.registry.url).hostname or "")
 
     @property
     def token_requests(self) -> int:
@@ -144,6 +161,9 @@ class UpstreamClient:
             except ValueError:
                 digest = None
         media_type = manifest_media_type(_header(response, b"content-type"), b"")
+        if media_type not in MANIFEST_TYPES or not accepts(accept, media_type):
+            # Not an answer to rely on: a GET will say what it is.
+            media_type = None
         return ManifestHead(digest, media_type, content_length(response))
 
     async def get_manifest(
@@ -175,8 +195,17 @@ class UpstreamClient:
             )
             raise UpstreamInvalid(f"upstream manifest does not match {wanted}")
         media_type = manifest_media_type(_header(response, b"content-type"), body)
-        if media_type is None:
-            raise UpstreamInvalid(f"manifest {repository}:{reference} has no media type")
+        where = f"{repository}@{reference}" if wanted is not None else f"{repository}:{reference}"
+        try:
+            check_manifest(body, media_type or "")
+        except DocumentInvalid as e:
+            log.error("upstream's manifest {where} refused: {reason}", where=where, reason=str(e))
+            raise UpstreamInvalid(f"upstream's manifest {where} refused: {e}") from None
+        assert media_type is not None
+        if not accepts(accept, media_type):
+            raise ManifestNotAcceptable(
+                f"upstream's manifest {where} is {media_type}, which the client does not accept"
+            )
         return FetchedManifest(body, media_type, digest)
 
     async def head_blob(self, repository: str, digest: Digest) -> int | None:
@@ -203,6 +232,11 @@ class UpstreamClient:
         path = "tags/list" + (f"?{query}" if query else "")
         response = await self._send("GET", repository, path, "tags")
         body = await self._read_small(response, MAX_SMALL_BODY, "tag list")
+        try:
+            check_tag_list(body)
+        except DocumentInvalid as e:
+            log.error("upstream's tag list of {repository} refused: {reason}", repository=repository, reason=str(e))
+            raise UpstreamInvalid(f"upstream's tag list of {repository} refused: {e}") from None
         return TagsPage(body, _header(response, b"link"))
 
     # -- plumbing -------------------------------------------------------------
@@ -270,33 +304,48 @@ class UpstreamClient:
     async def _follow(
         self, method: str, url: str, headers: dict[str, str], kind: str
     ) -> IResponse:
+        http = self._http
+        assert self._redirect_policy is not None
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._request(method, url, headers, kind)
+            response = await self._request(http, method, url, headers, kind)
             if response.code not in _REDIRECTS:
                 return response
             location = _header(response, b"location")
             discard_body(response)
             if not location:
                 raise UpstreamInvalid(f"upstream redirect without a Location ({kind})")
-            target = urljoin(url, location)
-            if urlsplit(target).scheme not in ("http", "https"):
-                raise UpstreamInvalid(f"upstream redirected to a non-HTTP(S) URL ({kind})")
-            if urlsplit(target).netloc.lower() != urlsplit(url).netloc.lower():
-                # Credentials are for the registry, never for its CDN.
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            url = target
+            try:
+                url, same_origin = next_hop(url, location, self._redirect_policy)
+            except RedirectRefused as e:
+                log.warn(
+                    "refused a redirect from upstream ({kind} {method}) {reason}",
+                    kind=kind,
+                    method=method,
+                    reason=str(e),
+                )
+                raise UpstreamInvalid(f"refused a redirect from upstream {e}") from None
+            if not same_origin:
+                # Credentials are for the registry's origin, never for its CDN.
+                headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+            # Hosts upstream sends us to are connected to only at addresses
+            # the policy allows.
+            http = self._redirect_http or self._http
         raise UpstreamInvalid(f"more than {MAX_REDIRECTS} redirects from upstream ({kind})")
 
     async def _request(
-        self, method: str, url: str, headers: dict[str, str], kind: str
+        self, http: HTTPClient, method: str, url: str, headers: dict[str, str], kind: str
     ) -> IResponse:
-        d: Deferred[IResponse] = self._http.request(
-            method,
-            url,
-            headers=Headers({k: [v] for k, v in headers.items()}),
-            unbuffered=True,
-            allow_redirects=False,
-        )
+        try:
+            d: Deferred[IResponse] = http.request(
+                method,
+                url,
+                headers=Headers({k: [v] for k, v in headers.items()}),
+                unbuffered=True,
+                allow_redirects=False,
+            )
+        except ValueError as e:
+            # An URL Twisted cannot send to (a bad host name, say).
+            raise UpstreamInvalid(f"cannot send a request to {url[:200]!r}: {e}") from None
         timed_out = False
 
         def on_timeout() -> None:
@@ -314,6 +363,9 @@ class UpstreamClient:
             failure: UpstreamError = UpstreamTimeout(
                 f"upstream did not answer within {self._timeouts.headers:g}s"
             )
+        except InternalAddressRefused as e:
+            log.warn("refused a redirect from upstream ({kind} {method}): {reason}", kind=kind, method=method, reason=str(e))
+            failure = UpstreamInvalid(f"refused a redirect from upstream to an internal address: {e}")
         except net_error.TimeoutError:
             failure = UpstreamTimeout(f"timed out connecting to {where}")
         except (net_error.ConnectError, net_error.DNSLookupError) as e:
@@ -325,6 +377,10 @@ class UpstreamClient:
                 )
             else:
                 failure = UpstreamUnavailable(f"no answer from {where}: {e}")
+        except ResponseFailed as e:
+            failure = UpstreamUnavailable(f"malformed answer from {where}: {_reasons(e)}")
+        except ValueError as e:
+            failure = UpstreamInvalid(f"cannot send a request to {where}: {e}")
         else:
             self.requests[(method, kind, response.code)] += 1
             self.last_answer = self._clock.seconds()
@@ -371,6 +427,11 @@ class UpstreamClient:
         if status >= 500:
             raise UpstreamUnavailable(f"upstream error {status}: {message}")
         raise UpstreamUnavailable(f"unexpected upstream answer {status} to a {kind} {method}")
+
+
+def _reasons(error: ResponseFailed) -> str:
+    """What Twisted's HTTP parser made of an answer it could not read."""
+    return "; ".join(reason.getErrorMessage() for reason in error.reasons)[:300] or "unreadable"
 
 
 def _first_error(body: bytes) -> tuple[str | None, str] | None:

@@ -85,6 +85,12 @@ class FakeRegistry(Resource):
     # Blob bodies go out a chunk per `tick`, as from a real network.
     chunk_size: int = 64 * 1024
     streaming: list[HeldBody] = field(factory=list)
+    # Answers by exact request path, on any host, instead of the API's:
+    # (status, headers, body); e.g. a redirect, or an HTML page.
+    canned: dict[str, tuple[int, dict[str, str], bytes]] = field(factory=dict)
+    # Bytes written instead of an HTTP answer by exact request path, then the
+    # connection is closed: a garbage or cut-off status line.
+    raw: dict[str, bytes] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
@@ -140,9 +146,19 @@ class FakeRegistry(Resource):
                 if status == 429:
                     request.setHeader(b"Retry-After", b"17")
                 return json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}).encode()
+        if path in self.raw:
+            request.channel.transport.write(self.raw[path])
+            request.channel.transport.loseConnection()
+            return NOT_DONE_YET
+        if path in self.canned:
+            status, canned_headers, body = self.canned[path]
+            request.setResponseCode(status)
+            for name, value in canned_headers.items():
+                request.setHeader(name.encode(), value.encode())
+            return body
         if host == AUTH_HOST:
             return self._token(request)
-        if host == CDN_HOST:
+        if host == CDN_HOST or path.startswith("/data/"):
             return self._blob(request, path.rsplit("/", 1)[-1])
         if not self._authorized(request, path):
             return b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'

@@ -38,6 +38,7 @@ from twisted.web.iweb import (
 from zope.interface import implementer
 
 from ..bodies import discard_body
+from .addresses import AddressPolicy, GuardedHostnameEndpoint
 from .errors import ProxyRefused, UpstreamTLSError
 from .hosts import format_address, normal_host
 from .proxies import ProxyServer, ProxySettings
@@ -62,6 +63,9 @@ class _EgressEndpointFactory:
     _proxy: ProxySettings | None
     _tls: IPolicyForHTTPS
     _connect_timeout: float
+    # Direct connections go only to the addresses it allows (a proxy
+    # resolves names itself; then only address literals are checked).
+    _address_policy: AddressPolicy | None = None
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         scheme = uri.scheme.decode("ascii")
@@ -70,7 +74,11 @@ class _EgressEndpointFactory:
         host = normal_host(uri.host.decode("ascii"))
         server = self._proxy.proxy_for(scheme, host, uri.port) if self._proxy else None
         endpoint: IStreamClientEndpoint
-        if server is None:
+        if server is None and self._address_policy is not None:
+            endpoint = GuardedHostnameEndpoint(
+                self._reactor, host, uri.port, self._address_policy, self._connect_timeout
+            )
+        elif server is None:
             endpoint = HostnameEndpoint(
                 self._reactor, host, uri.port, timeout=self._connect_timeout
             )
@@ -205,6 +213,7 @@ def make_agent(
     ca_file: str | None = None,
     verify: bool = True,
     connect_timeout: float = 10.0,
+    address_policy: AddressPolicy | None = None,
 ) -> IAgent:
     """The IAgent for every upstream request: registry, token service, CDN.
 
@@ -215,11 +224,15 @@ def make_agent(
     a proxy as absolute-form requests; the rest go direct.  TLS as
     `tls_policy` says; `connect_timeout` bounds the TCP connect (to the
     upstream or to the proxy) and the wait for the proxy's CONNECT answer.
-    ConfigError if `ca_file` is unusable.
+    With `address_policy`, direct connections go only to the addresses it
+    allows (for hosts the upstream redirects to).  ConfigError if `ca_file`
+    is unusable.
     """
     tls = tls_policy(ca_file=ca_file, verify=verify)
     agent = Agent.usingEndpointFactory(
-        reactor, _EgressEndpointFactory(reactor, proxy, tls, connect_timeout), pool=pool
+        reactor,
+        _EgressEndpointFactory(reactor, proxy, tls, connect_timeout, address_policy),
+        pool=pool,
     )
     forwarders = {}
     if proxy is not None and proxy.http is not None:

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mirrorproxy.channel import MirrorSite
-from mirrorproxy.config import Settings, Timeouts, UpstreamRegistry
+from mirrorproxy.config import Credentials, Settings, Timeouts, UpstreamRegistry
 from mirrorproxy.mirror import Mirror, Router
 from mirrorproxy.resource import RegistryRoot
 from mirrorproxy.service import build_mirror
@@ -174,6 +174,8 @@ class Harness:
     timeouts: Timeouts = field(factory=Timeouts)
     run: Any = run_inline
     max_cache_size: int | None = None
+    redirect_allow: tuple[str, ...] = ()
+    credentials: Credentials | None = None
 
     def __attrs_post_init__(self) -> None:
         self.stub = StubTreq(self.registry)
@@ -183,6 +185,8 @@ class Harness:
             tag_ttl=self.tag_ttl,
             timeouts=self.timeouts,
             max_cache_size=self.max_cache_size,
+            upstream_redirect_allow=self.redirect_allow,
+            credentials=self.credentials,
         )
         self.store = FilesystemStore(self.cache_dir, self.run)
         self.store.prepare()

@@ -42,7 +42,11 @@ BOB = ("bob", "hunter2")
 BOB_LINE = b"bob:" + bcrypt.hashpw(BOB[1].encode(), bcrypt.gensalt(4))
 
 REPO = "library/alpine"
-MANIFEST = b'{"schemaVersion": 2, "layers": []}'
+MANIFEST = (
+    b'{"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",'
+    b' "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},'
+    b' "layers": []}'
+)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INSIDE = IPv4Address("TCP", "10.1.2.3", 40000)
 OUTSIDE = IPv4Address("TCP", "192.0.2.7", 40000)

@@ -29,6 +29,7 @@ upstream-ca = "/etc/ssl/corp.pem"
 upstream-insecure = false
 htpasswd = "/etc/mirrorproxy/htpasswd"
 allow = ["10.0.0.0/8"]
+upstream-redirect-allow = ["172.16.0.0/12", "fd00::/8"]
 drain-timeout = 5
 
 [upstream-credentials]
@@ -55,6 +56,7 @@ def test_every_setting_reaches_the_settings(tmp_path):
     assert settings.upstream_ca == "/etc/ssl/corp.pem"
     assert settings.htpasswd == "/etc/mirrorproxy/htpasswd"
     assert settings.allow == ("10.0.0.0/8",)
+    assert settings.upstream_redirect_allow == ("172.16.0.0/12", "fd00::/8")
     assert settings.drain_timeout == 5
     assert (settings.credentials.username, settings.credentials.password) == ("alice", "s3cret")
     assert (settings.timeouts.connect, settings.timeouts.headers, settings.timeouts.body_silence) == (3, 4, 5)
@@ -118,6 +120,22 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 def test_a_bad_size(tmp_path):
     with pytest.raises(ConfigError, match="max-cache-size"):
         settings_from(read_config(write(tmp_path, 'max-cache-size = "lots"\n')), {})
+
+
+@pytest.mark.parametrize("size", ['"512K"', '"1000000"', "1048575"])
+def test_a_cache_size_under_a_mebibyte_is_refused(tmp_path, size):
+    """Probably a missing unit: a cache that evicts every blob it fills."""
+    with pytest.raises(ConfigError, match="max-cache-size .* is below 1 MiB"):
+        settings_from(read_config(write(tmp_path, f"max-cache-size = {size}\n")), {})
+
+
+def test_a_bad_redirect_network_is_a_usage_error_naming_the_option():
+    from twisted.python import usage
+
+    from mirrorproxy.tap import Options
+
+    with pytest.raises(usage.UsageError, match="--upstream-redirect-allow '10.0.0.1/8'"):
+        Options().parseOptions(["--upstream-redirect-allow", "10.0.0.1/8"])
 
 
 def test_the_command_line_wins_over_the_file(tmp_path):
