@@ -6,6 +6,7 @@ that turns them into a status, a code and a message.
 
 from __future__ import annotations
 
+import errno
 import json
 
 from attrs import field, frozen
@@ -24,6 +25,9 @@ UNAUTHORIZED = "UNAUTHORIZED"
 TOOMANYREQUESTS = "TOOMANYREQUESTS"
 RANGE_INVALID = "RANGE_INVALID"
 UNAVAILABLE = "UNAVAILABLE"
+
+# Seconds a client is asked to wait when the mirror is out of descriptors.
+RETRY_AFTER_BUSY = b"2"
 
 KNOWN_CODES = frozenset(
     {
@@ -104,6 +108,14 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
         return RegistryError(504, UNAVAILABLE, str(exc))
     if isinstance(exc, UpstreamUnavailable):
         return RegistryError(502, UNAVAILABLE, str(exc))
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        # Out of file descriptors: passing, as responses finish.
+        return RegistryError(
+            503,
+            TOOMANYREQUESTS,
+            "the mirror is serving too many requests at once; try again shortly",
+            headers=((b"Retry-After", RETRY_AFTER_BUSY),),
+        )
     if isinstance(exc, FillFailed):
         return RegistryError(502, UNAVAILABLE, f"blob could not be fetched: {exc}")
     return RegistryError(500, UNAVAILABLE, "internal error")

@@ -207,9 +207,11 @@ class Fill:
         available = self._tail_start + self._tail_bytes if self.relaying else self.written
         if self.state in (VERIFIED, COMMITTED):
             return available
+        # The last byte waits for verification: no client can see a whole
+        # body, whether its length was announced or not, before it is checked.
         if self.expected is not None:
             return min(available, self.expected - 1)
-        return available
+        return max(available - 1, 0)
 
     def in_file(self) -> int:
         return self.written
@@ -273,7 +275,11 @@ class Fill:
             if self._spool is None and not self._all_in_memory():
                 # Released: the blob is in the cache (or was lost committing).
                 return fail(FillGone())
-            return succeed(self._descriptor())
+            try:
+                return succeed(self._descriptor())
+            except OSError as e:
+                self._no_descriptor(e)
+                return fail(e)
         d: Deferred[int] = Deferred()
         if self.state == FAILED:
             d.errback(self._start_error or FillFailed(self.reason))
@@ -286,10 +292,30 @@ class Fill:
         return self.state == STREAMING and self.relaying and self._tail_start == 0
 
     def _descriptor(self) -> int:
-        """A descriptor of its own for one follower."""
+        """A descriptor of its own for one follower; OSError when the process
+        has none left (that follower fails, the fill goes on)."""
         if self._spool is None:
             return _empty_descriptor()
-        return os.dup(self._spool.fd)
+        return self._store.share(self._spool.fd)
+
+    def _no_descriptor(self, error: OSError) -> None:
+        log.error(
+            "a client of blob {digest} got no file descriptor ({error}); the fill goes on",
+            digest=str(self.digest),
+            error=str(error),
+        )
+
+    def _hand_out_descriptors(self) -> None:
+        """Each waiting follower its own descriptor, or its own failure."""
+        ready, self._ready = self._ready, []
+        for d in ready:
+            try:
+                fd = self._descriptor()
+            except OSError as e:
+                self._no_descriptor(e)
+                d.errback(e)
+            else:
+                d.callback(fd)
 
     # -- the fetch -------------------------------------------------------------
 
@@ -314,9 +340,7 @@ class Fill:
             )
             self.relaying = True
         self.state = STREAMING
-        ready, self._ready = self._ready, []
-        for d in ready:
-            d.callback(self._descriptor())
+        self._hand_out_descriptors()
         self._deliver(response)
 
     def _deliver(self, response: IResponse) -> None:
@@ -556,11 +580,10 @@ class Fill:
 
     async def _commit(self) -> None:
         assert self._spool is not None
-        # The commit closes the descriptor it is given; the fill keeps its own
-        # open until `release`, so late joiners can still duplicate it.
-        spool = Spool(os.dup(self._spool.fd), self._spool.path)
+        # The spool's descriptor stays open until `release`: late joiners
+        # still share it, after the rename too.
         try:
-            await self._store.commit_blob(spool, self.registry, self.digest)
+            await self._store.commit_blob(self._spool, self.registry, self.digest)
         except Exception as e:
             # Every client already has its verified bytes; only the cache lost.
             log.error(

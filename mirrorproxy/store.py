@@ -180,8 +180,16 @@ class FilesystemStore:
         fd: int = await self._run(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         return Spool(fd, path)
 
+    def share(self, fd: int) -> int:
+        """A descriptor of its own for one more reader of an open file.
+
+        OSError (EMFILE, ENFILE) when the process has none left: the caller
+        fails that one reader, nothing else."""
+        return os.dup(fd)
+
     async def commit_blob(self, spool: Spool, registry: str, digest: Digest) -> None:
-        """Move a verified spool file into place; owns the spool from here on."""
+        """Move a verified spool file into place.  Its descriptor stays open
+        (and the caller's to close): readers may still be sharing it."""
         await self._run(_commit, spool.fd, spool.path, self.blob_path(registry, digest))
 
     async def discard(self, spool: Spool) -> None:
@@ -280,14 +288,10 @@ def _fsync_directory(path: str) -> None:
 def _commit(fd: int, spool_path: str, final_path: str) -> None:
     """fsync, then rename into place: the final path is whole or absent.
 
-    Takes ownership of `fd` (closed here whatever happens) and removes the
-    spool file if it cannot be committed.
+    Leaves `fd` open; removes the spool file if it cannot be committed.
     """
     try:
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(fd)
         directory = os.path.dirname(final_path)
         os.makedirs(directory, exist_ok=True)
         os.replace(spool_path, final_path)
@@ -320,7 +324,10 @@ def _write_and_commit(fd: int, spool_path: str, final_path: str, data: bytes) ->
     except BaseException:
         _discard(fd, spool_path)
         raise
-    _commit(fd, spool_path, final_path)
+    try:
+        _commit(fd, spool_path, final_path)
+    finally:
+        os.close(fd)
 
 
 def _read_small(path: str) -> bytes | None:

@@ -80,6 +80,8 @@ class FakeRegistry(Resource):
     hold: set[str] = field(factory=set)
     held: dict[str, HeldBody] = field(factory=dict)
     status_override: Callable[[Seen], int | None] | None = None
+    # Blobs sent without a Content-Length (chunked), by digest.
+    lengthless: set[str] = field(factory=set)
     # Whether blob GETs honour `Range: bytes=N-` (Docker Hub's CDN does).
     honour_ranges: bool = True
     # Blob bodies go out a chunk per `tick`, as from a real network.
@@ -243,7 +245,8 @@ class FakeRegistry(Resource):
                 b"Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}".encode()
             )
             data = data[start:]
-        request.setHeader(b"Content-Length", str(len(data)).encode())
+        if digest not in self.lengthless:
+            request.setHeader(b"Content-Length", str(len(data)).encode())
         if request.method == b"HEAD":
             return b""
         if digest in self.truncate_at:

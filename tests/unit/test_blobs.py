@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from mirrorproxy.names import Digest
+
 from ..fakeregistry import sha256
 
 
@@ -567,3 +569,184 @@ def test_an_idle_connection_dropped_while_waiting_for_a_client_costs_no_retry(ha
     assert fill.resumes == 0
     ranges = [s.headers.get("range") for s in harness.registry.seen if "/blobs/" in s.path]
     assert ranges == [None, "bytes=655360-"]  # from the ten chunks it had
+
+
+# -- out of file descriptors -------------------------------------------------------
+
+
+@pytest.fixture
+def descriptors_run_out(monkeypatch):
+    """Make the store's Nth descriptor duplication (1-based, for each N in
+    `failing`) fail with EMFILE, as under a low `ulimit -n`; returns the
+    count of attempts so far, as a one-item list."""
+    import errno
+
+    from mirrorproxy.store import FilesystemStore
+
+    def install(failing: set[int]) -> list[int]:
+        share = FilesystemStore.share
+        attempts = [0]
+
+        def share_or_fail(self, fd: int) -> int:
+            attempts[0] += 1
+            if attempts[0] in failing:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return share(self, fd)
+
+        monkeypatch.setattr(FilesystemStore, "share", share_or_fail)
+        return attempts
+
+    return install
+
+
+def test_a_failed_descriptor_before_delivery_fails_only_its_client(harness, descriptors_run_out):
+    """One of the clients waiting for upstream's answer cannot get a
+    descriptor: it gets a registry error, everyone else the blob, and the
+    digest is cached and fetchable."""
+    data, digest = held_blob(harness, 300_000)
+    descriptors_run_out({3})
+    clients = [harness.send("GET", blob_path(digest)) for _ in range(5)]
+    harness.pump()
+    harness.registry.held[digest].finish()
+    harness.pump()
+
+    responses = [c.response() for c in clients]
+    refused = [r for r in responses if r.status != 200]
+    assert len(refused) == 1
+    (error,) = refused[0].json()["errors"]
+    assert (refused[0].status, error["code"]) == (503, "TOOMANYREQUESTS")
+    assert refused[0].headers["retry-after"].isdigit()
+    for response in responses:
+        if response.status == 200:
+            assert (response.body, response.complete) == (data, True)
+    hit = harness.get(blob_path(digest))
+    assert (hit.body, hit.headers["x-cache"]) == (data, "HIT")
+    assert harness.registry.count("GET", "/blobs/") == 1
+
+
+def test_a_failed_descriptor_for_a_late_joiner_fails_only_that_joiner(harness, descriptors_run_out):
+    data, digest = held_blob(harness, 300_000)
+    early = harness.send("GET", blob_path(digest))
+    harness.pump()
+    harness.registry.held[digest].send(100_000)
+    harness.pump()
+    attempts = descriptors_run_out({1})
+
+    late = harness.send("GET", blob_path(digest))
+    later = harness.send("GET", blob_path(digest))
+    harness.registry.held[digest].finish()
+    harness.pump()
+
+    assert attempts[0] >= 2
+    assert late.response().status == 503
+    assert (later.response().body, early.response().body) == (data, data)
+    assert harness.get(blob_path(digest)).headers["x-cache"] == "HIT"
+
+
+def test_a_fill_commits_without_a_spare_descriptor(harness, descriptors_run_out):
+    """Committing needs no descriptor of its own: with none to spare, the
+    blob still reaches the cache."""
+    data, digest = held_blob(harness, 300_000)
+    first = harness.send("GET", blob_path(digest))
+    harness.pump()
+    descriptors_run_out(set(range(1, 100)))
+
+    harness.registry.held[digest].finish()
+    harness.pump()
+
+    assert first.response().body == data
+    assert os.path.exists(harness.mirror.store.blob_path(harness.mirror.registry.cache_key, Digest.parse(digest)))
+    assert harness.get(blob_path(digest)).headers["x-cache"] == "HIT"
+
+
+def test_a_cache_hit_without_a_descriptor_is_a_503_not_a_500(harness, monkeypatch):
+    import errno
+
+    from mirrorproxy import store
+
+    data, digest = upstream_blob(harness, 1000)
+    harness.get(blob_path(digest))
+
+    def no_descriptors(path):
+        raise OSError(errno.EMFILE, "Too many open files", path)
+
+    monkeypatch.setattr(store, "_open_for_reading", no_descriptors)
+    response = harness.get(blob_path(digest))
+
+    (error,) = response.json()["errors"]
+    assert (response.status, error["code"]) == (503, "TOOMANYREQUESTS")
+    assert "retry-after" in response.headers
+    monkeypatch.undo()
+    assert harness.get(blob_path(digest)).body == data
+
+
+# -- nothing unverified ends cleanly ---------------------------------------------------
+
+
+def test_a_range_of_a_running_fill_holds_its_last_byte_until_verified(harness):
+    data, digest = held_blob(harness, 300_000)
+    first = harness.send("GET", blob_path(digest))
+    harness.pump()
+    harness.registry.held[digest].send(200_000)
+    harness.pump()
+
+    ranged = harness.send("GET", blob_path(digest), {"Range": "bytes=0-99"})
+    harness.pump()
+    response = ranged.response()
+    assert response.status == 206 and response.body == data[:99] and not response.complete
+
+    harness.registry.held[digest].finish()
+    harness.pump()
+    response = ranged.response()
+    assert (response.body, response.complete) == (data[:100], True)
+    assert first.response().body == data
+
+
+def test_a_range_of_wrong_bytes_never_ends_cleanly(harness):
+    """`curl -r 0-99` of a blob upstream sends wrong: never a whole 206."""
+    data, digest = held_blob(harness, 300_000)
+    wrong = os.urandom(len(data))
+    harness.registry.wrong_bytes[digest] = wrong
+    first = harness.send("GET", blob_path(digest))
+    harness.pump()
+    harness.registry.held[digest].send(200_000)
+    harness.pump()
+
+    ranged = harness.send("GET", blob_path(digest), {"Range": "bytes=0-99"})
+    harness.pump()
+    harness.registry.held[digest].finish()
+    harness.pump()
+
+    response = ranged.response()
+    assert response.aborted and not response.complete
+    assert len(response.body) < 100
+    assert first.response().aborted
+
+
+def lengthless(harness, digest: str) -> None:
+    """Upstream sends this blob without a Content-Length (chunked)."""
+    harness.registry.lengthless.add(digest)
+
+
+@pytest.mark.parametrize("right", [True, False], ids=["right bytes", "wrong bytes"])
+def test_a_blob_without_a_length_holds_its_last_byte_until_verified(harness, right):
+    data, digest = held_blob(harness, 300_000)
+    if not right:
+        harness.registry.wrong_bytes[digest] = os.urandom(len(data))
+    lengthless(harness, digest)
+    client = harness.send("GET", blob_path(digest))
+    harness.pump()
+    held = harness.registry.held[digest]
+    held.send(len(data))
+    harness.pump()
+
+    response = client.response()
+    assert len(response.body) < len(data) and not response.complete
+
+    held.request.finish()
+    harness.pump()
+    response = client.response()
+    if right:
+        assert (response.body, response.complete) == (data, True)
+    else:
+        assert response.aborted and not response.complete and len(response.body) < len(data)
