@@ -8,6 +8,7 @@ back to the caller to stream.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from collections import Counter
@@ -369,6 +370,10 @@ class UpstreamClient:
         except net_error.TimeoutError:
             failure = UpstreamTimeout(f"timed out connecting to {where}")
         except (net_error.ConnectError, net_error.DNSLookupError) as e:
+            if getattr(e, "osError", None) in (errno.EMFILE, errno.ENFILE):
+                # No descriptor for a socket: the mirror's shortage, passing.
+                self.requests[(method, kind, 0)] += 1
+                raise OSError(e.osError, f"no file descriptor to reach {where}") from None
             failure = UpstreamUnavailable(f"cannot reach {where}: {e}")
         except ResponseNeverReceived as e:
             if timed_out:

@@ -147,3 +147,26 @@ def test_a_content_length_longer_than_the_blob_never_ends_cleanly(tmp_path):
     assert not response.complete
     assert response.aborted
     assert cached_blobs(harness) == []
+
+
+def test_no_descriptor_for_an_upstream_socket_is_a_503_to_retry(tmp_path):
+    """EMFILE when connecting upstream is the mirror's own shortage, not
+    upstream failing: 503 TOOMANYREQUESTS with Retry-After, not 502."""
+    import errno
+
+    from treq.client import HTTPClient
+    from twisted.internet.defer import fail
+    from twisted.internet.error import ConnectBindError
+
+    class NoSockets:
+        def request(self, *args, **kwargs):
+            return fail(ConnectBindError(errno.EMFILE, "Too many open files"))
+
+    harness = harness_with(tmp_path, FakeRegistry())
+    harness.mirror.upstream._http = HTTPClient(NoSockets())
+
+    response = harness.get("/v2/library/a/manifests/latest")
+
+    (error,) = response.json()["errors"]
+    assert (response.status, error["code"]) == (503, "TOOMANYREQUESTS")
+    assert "retry-after" in response.headers
