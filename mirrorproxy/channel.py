@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from io import BytesIO
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -60,6 +60,8 @@ def _refusal(status: bytes, error: RegistryError) -> bytes:
     )
 
 
+_HEADERS_TOO_SLOW_STATUS = 408
+_BODY_REFUSED_STATUS = 413
 _HEADERS_TOO_SLOW = _refusal(
     b"408 Request Timeout",
     RegistryError(408, UNSUPPORTED, f"the request's headers took longer than {HEADER_DEADLINE:g} s"),
@@ -101,7 +103,9 @@ class MirrorChannel(HTTPChannel):
         self._cancel_header_deadline()
         # `length` is None for a chunked body: counted as it comes.
         if self.length is not None and self.length > MAX_REQUEST_BODY:
-            self.refuse(_BODY_REFUSED, "a request body of {length} bytes", length=self.length)
+            self.refuse(
+                _BODY_REFUSED_STATUS, _BODY_REFUSED, "a request body of {length} bytes", length=self.length
+            )
             return
         super().allHeadersReceived()
 
@@ -113,7 +117,7 @@ class MirrorChannel(HTTPChannel):
         self._cancel_header_deadline()
         super().connectionLost(reason)
 
-    def refuse(self, response: bytes, why: str, **fields: object) -> None:
+    def refuse(self, status: int, response: bytes, why: str, **fields: object) -> None:
         """Answer before the request is whole, then close: a client that
         keeps sending is not read."""
         if self._refused:
@@ -127,11 +131,21 @@ class MirrorChannel(HTTPChannel):
             **fields,
         )
         self.transport.write(response)
+        # The request being read will never be processed: its answer is
+        # this one, and it is logged here.
+        for request in self.requests:
+            request.refused = True
+        self.site.log_refusal(self, status, len(response))
         self.loseConnection()
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
-        self.refuse(_HEADERS_TOO_SLOW, "headers not in after {seconds} s", seconds=HEADER_DEADLINE)
+        self.refuse(
+            _HEADERS_TOO_SLOW_STATUS,
+            _HEADERS_TOO_SLOW,
+            "headers not in after {seconds} s",
+            seconds=HEADER_DEADLINE,
+        )
 
     def _cancel_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -141,10 +155,14 @@ class MirrorChannel(HTTPChannel):
 
 
 class MirrorRequest(Request):
-    """A request that knows when it started, for the access log."""
+    """A request that knows when it started, and is logged exactly once:
+    when it finishes, or when its connection ends before that."""
 
     started_at: float = 0.0
+    refused = False  # answered by the channel before it could be processed
     _body_received = 0
+    _processed = False
+    logged = False
 
     def gotLength(self, length: int | None) -> None:
         # Never Twisted's temporary file: bodies are small or refused.
@@ -153,43 +171,98 @@ class MirrorRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         self._body_received += len(data)
         if self._body_received > MAX_REQUEST_BODY:
-            self.channel.refuse(_BODY_REFUSED, "a chunked request body over {limit} bytes", limit=MAX_REQUEST_BODY)
+            self.channel.refuse(
+                _BODY_REFUSED_STATUS,
+                _BODY_REFUSED,
+                "a chunked request body over {limit} bytes",
+                limit=MAX_REQUEST_BODY,
+            )
             return
         self.content.write(data)
 
     def process(self) -> None:
+        self._processed = True
         self.started_at = self.channel.site.reactor.seconds() if self.channel else 0.0
         super().process()
 
+    def connectionLost(self, reason: Any) -> None:
+        site = self.channel.site if self.channel is not None else None
+        super().connectionLost(reason)
+        # Gone before the response was finished: a client that closed on
+        # its last byte, an aborted transfer, a sendfile the client outran.
+        if site is not None and self._processed and not self.finished and not self.refused:
+            site.log(self)
+
 
 class MirrorSite(Site):
+    """The registry listener's site; `describe` names what a path asks for,
+    for the access log and the request counts."""
+
     protocol = MirrorChannel  # type: ignore[assignment]
     requestFactory = MirrorRequest
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, describe: Describe | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # (endpoint kind, status) -> responses; read by the metrics.
         self.responses: Counter[tuple[str, int]] = Counter()
+        self._describe = describe or _registry_paths
 
     def log(self, request: Any) -> None:
-        """One event per request, with named fields (JSON with ``--logger``)."""
-        from .resource import describe
-
-        what = describe(request.path)
-        self.responses[(what.kind, request.code)] += 1
+        """One event per response, with named fields (JSON with ``--logger``)."""
+        if getattr(request, "logged", False):
+            return
+        request.logged = True
+        kind, repository, reference = self._describe(request.path)
         outcome = request.responseHeaders.getRawHeaders(b"x-cache", [b"-"])[0].decode()
         started = getattr(request, "started_at", 0.0)
-        log.info(
-            "{client} {method} {path} {status} {bytes}B {duration_ms}ms {cache}",
+        self._emit(
             client=getattr(request.getClientAddress(), "host", "-"),
             method=request.method.decode("latin-1"),
             path=request.uri.decode("latin-1", "replace")[:1024],
-            repository=what.name or None,
-            reference=what.reference or None,
-            kind=what.kind,
+            repository=repository,
+            reference=reference,
+            kind=kind,
             status=request.code,
             bytes=request.sentLength,
             duration_ms=round((self.reactor.seconds() - started) * 1000, 1) if started else None,
             cache=outcome,
+            finished=not request._disconnected,
             user_agent=(request.getHeader(b"user-agent") or b"-").decode("latin-1")[:200],
         )
+
+    def log_refusal(self, channel: MirrorChannel, status: int, size: int) -> None:
+        """The answer to a request the channel refused before it was whole."""
+        path = getattr(channel, "_path", b"") or b""
+        kind, repository, reference = self._describe(path.partition(b"?")[0])
+        self._emit(
+            client=getattr(channel.transport.getPeer(), "host", "-"),
+            method=(getattr(channel, "_command", b"") or b"-").decode("latin-1"),
+            path=path.decode("latin-1", "replace")[:1024],
+            repository=repository,
+            reference=reference,
+            kind="invalid" if kind not in ("base", "manifest", "blob", "tags") else kind,
+            status=status,
+            bytes=size,
+            duration_ms=None,
+            cache="-",
+            finished=True,
+            user_agent="-",
+        )
+
+    def _emit(self, **fields: Any) -> None:
+        self.responses[(fields["kind"], fields["status"])] += 1
+        log.info(
+            "{client} {method} {path} {status} {bytes}B {duration_ms}ms {cache}",
+            **fields,
+        )
+
+
+# A path -> (endpoint kind, repository or None, reference or None).
+Describe = Callable[[bytes], tuple[str, Optional[str], Optional[str]]]
+
+
+def _registry_paths(path: bytes) -> tuple[str, str | None, str | None]:
+    from .resource import describe
+
+    what = describe(path)
+    return what.kind, what.name or None, what.reference or None
