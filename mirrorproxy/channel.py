@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from .connections import ConnectionGate
 from .errors import UNSUPPORTED, RegistryError
 
 log = Logger("mirrorproxy.access")
@@ -77,7 +78,19 @@ class MirrorChannel(HTTPChannel):
     _header_deadline: IDelayedCall | None = None
     _refused = False  # a refusal was sent: read nothing more
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.site.gate is not None:
+            self.site.gate.opened(self)
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if not self.requests and self.site.gate is not None:
+            self.site.gate.idle(self)
+
     def dataReceived(self, data: bytes) -> None:
+        if self.site.gate is not None:
+            self.site.gate.busy(self)
         if self._refused:
             return
         if not self._first_bytes_seen and data:
@@ -115,6 +128,8 @@ class MirrorChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._cancel_header_deadline()
+        if self.site.gate is not None:
+            self.site.gate.closed(self)
         super().connectionLost(reason)
 
     def refuse(self, status: int, response: bytes, why: str, **fields: object) -> None:
@@ -201,11 +216,24 @@ class MirrorSite(Site):
     protocol = MirrorChannel  # type: ignore[assignment]
     requestFactory = MirrorRequest
 
-    def __init__(self, *args: Any, describe: Describe | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        describe: Describe | None = None,
+        gate: ConnectionGate | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         # (endpoint kind, status) -> responses; read by the metrics.
         self.responses: Counter[tuple[str, int]] = Counter()
         self._describe = describe or _registry_paths
+        self.gate = gate
+
+    def buildProtocol(self, addr: Any) -> Any:
+        # None: Twisted closes the accepted socket at once.
+        if self.gate is not None and not self.gate.admit(addr):
+            return None
+        return super().buildProtocol(addr)
 
     def log(self, request: Any) -> None:
         """One event per response, with named fields (JSON with ``--logger``)."""

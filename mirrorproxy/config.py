@@ -153,3 +153,6 @@ class Settings:
     htpasswd: str | None = None
     allow: tuple[str, ...] = ()
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    # Client connections held at most; None: what the descriptor limit
+    # leaves room for.
+    max_connections: int | None = None

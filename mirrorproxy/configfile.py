@@ -67,6 +67,7 @@ TOP_LEVEL: dict[str, tuple[_Check, str]] = {
     "max-cache-size": (lambda v: _is_str(v) or (_is_number(v) and v > 0), "a size such as \"50G\""),
     "metrics-listen": (_is_str_list, "a list of endpoint strings"),
     "drain-timeout": (_is_number, "a number of seconds"),
+    "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
 }
 TABLES: dict[str, dict[str, tuple[_Check, str]]] = {
     "upstream-credentials": {
@@ -135,12 +136,7 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
             raise ConfigError("[upstream-credentials] needs both username and password")
         credentials = Credentials(table["username"], table["password"])
     timeouts = values.get("timeouts", {})
-    try:
-        tag_ttl = float(values.get("tag-ttl", DEFAULT_TAG_TTL))
-    except (TypeError, ValueError):
-        raise ConfigError(f"tag-ttl must be a number of seconds, not {values['tag-ttl']!r}") from None
-    if not tag_ttl >= 0:
-        raise ConfigError("tag-ttl must not be negative")
+    tag_ttl = _seconds(values, "tag-ttl", DEFAULT_TAG_TTL)
     max_size = values.get("max-cache-size")
     try:
         max_cache_size = parse_size(str(max_size)) if max_size is not None else None
@@ -173,5 +169,30 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         htpasswd=values.get("htpasswd"),
         allow=tuple(values.get("allow") or ()),
         upstream_redirect_allow=tuple(values.get("upstream-redirect-allow") or ()),
-        drain_timeout=float(values.get("drain-timeout", DEFAULT_DRAIN_TIMEOUT)),
+        drain_timeout=_seconds(values, "drain-timeout", DEFAULT_DRAIN_TIMEOUT),
+        max_connections=_count(values, "max-connections"),
     )
+
+
+def _seconds(values: dict[str, Any], key: str, default: float) -> float:
+    """A duration option: a number of seconds, not negative; ConfigError
+    naming the option otherwise (a command-line value arrives as text)."""
+    value = values.get(key, default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
+    return seconds
+
+
+def _count(values: dict[str, Any], key: str) -> int | None:
+    """A positive whole number option, or None when not given."""
+    value = values.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{key} must be a positive whole number, not {value!r}")
+    return int(text)

@@ -95,6 +95,23 @@ class MirrorCollector:
         yield CounterMetricFamily(
             "mirrorproxy_evictions", "Blobs evicted from the cache.", value=evictor.evicted if evictor else 0
         )
+        gate = self._site.gate
+        if gate is not None:
+            yield GaugeMetricFamily("mirrorproxy_connections", "Client connections open.", value=gate.open)
+            refused = CounterMetricFamily(
+                "mirrorproxy_connections_refused",
+                "Client connections closed at accept, by why (limit: --max-connections and none idle; "
+                "network: not in --allow).",
+                labels=["reason"],
+            )
+            for reason in ("limit", "network"):
+                refused.add_metric([reason], gate.refused[reason])
+            yield refused
+            yield CounterMetricFamily(
+                "mirrorproxy_connections_reclaimed",
+                "Idle client connections closed to make room for new ones.",
+                value=gate.reclaimed,
+            )
         if mirror.upstream.ratelimit_remaining is not None:
             yield GaugeMetricFamily(
                 "mirrorproxy_upstream_ratelimit_remaining",
@@ -162,6 +179,18 @@ def _probe_writable(directory: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def describe_metrics_path(path: bytes) -> tuple[str, str | None, str | None]:
+    """What a request to the metrics listener asked for, for its access log."""
+    kind = path.decode("latin-1", "replace").strip("/")
+    return (kind if kind in ("metrics", "healthz", "readyz") else "invalid"), None, None
+
+
+def metrics_site(root: Resource, clock: IReactorTime) -> MirrorSite:
+    """The metrics listener's site: its requests logged as the registry
+    listener's are, counted apart from them."""
+    return MirrorSite(root, reactor=clock, describe=describe_metrics_path)
 
 
 def metrics_root(mirror: Mirror, site: MirrorSite, clock: IReactorTime) -> tuple[Resource, CollectorRegistry]:

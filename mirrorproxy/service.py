@@ -17,19 +17,19 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from .access import AccessSettings, guard
 from .auth import Authenticator
 from .blobs import BlobCache
 from .channel import MirrorSite
 from .config import Settings, parse_networks
+from .connections import ConnectionGate, default_max_connections, descriptor_limit
 from .drain import GracefulService, InFlight
 from .egress import INSECURE_WARNING, make_agent, proxy_settings
 from .egress.addresses import AddressPolicy
 from .eviction import Evictor
 from .manifests import ManifestCache
-from .metrics import metrics_root
+from .metrics import metrics_root, metrics_site
 from .mirror import Mirror, Router
 from .resource import RegistryRoot
 from .store import FilesystemStore, Runner
@@ -169,14 +169,21 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
         checkers = ThreadPool(minthreads=0, maxthreads=AUTH_THREADS, name="mirrorproxy-auth")
         top.add_backend(_ThreadPoolService(checkers))
         root = guard(root, access, partial(deferToThreadPool, reactor, checkers), reactor)
-    site = MirrorSite(root)
+    max_connections = settings.max_connections or default_max_connections(descriptor_limit())
+    gate = ConnectionGate(reactor, max_connections, parse_networks(settings.allow, "--allow"))
+    log.info(
+        "taking up to {count} client connections (file descriptor limit {limit})",
+        count=max_connections,
+        limit=descriptor_limit(),
+    )
+    site = MirrorSite(root, gate=gate)
     site.displayTracebacks = False
     for endpoint in settings.listen:
         top.add_listener(strports.service(endpoint, site, reactor=reactor))
     if settings.metrics_listen:
         metrics, _ = metrics_root(mirror, site, reactor)
         for endpoint in settings.metrics_listen:
-            top.add_listener(strports.service(endpoint, Site(metrics), reactor=reactor))
+            top.add_listener(strports.service(endpoint, metrics_site(metrics, reactor), reactor=reactor))
     log.info(
         "mirroring {upstream} into {cache_dir}",
         upstream=settings.upstream.url,

@@ -31,6 +31,7 @@ htpasswd = "/etc/mirrorproxy/htpasswd"
 allow = ["10.0.0.0/8"]
 upstream-redirect-allow = ["172.16.0.0/12", "fd00::/8"]
 drain-timeout = 5
+max-connections = 500
 
 [upstream-credentials]
 username = "alice"
@@ -58,6 +59,7 @@ def test_every_setting_reaches_the_settings(tmp_path):
     assert settings.allow == ("10.0.0.0/8",)
     assert settings.upstream_redirect_allow == ("172.16.0.0/12", "fd00::/8")
     assert settings.drain_timeout == 5
+    assert settings.max_connections == 500
     assert (settings.credentials.username, settings.credentials.password) == ("alice", "s3cret")
     assert (settings.timeouts.connect, settings.timeouts.headers, settings.timeouts.body_silence) == (3, 4, 5)
 
@@ -127,6 +129,24 @@ def test_a_cache_size_under_a_mebibyte_is_refused(tmp_path, size):
     """Probably a missing unit: a cache that evicts every blob it fills."""
     with pytest.raises(ConfigError, match="max-cache-size .* is below 1 MiB"):
         settings_from(read_config(write(tmp_path, f"max-cache-size = {size}\n")), {})
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--drain-timeout", "x", "drain-timeout must be a number of seconds, not 'x'"),
+        ("--tag-ttl", "-1", "tag-ttl must be a number of seconds, not '-1'"),
+        ("--max-connections", "0", "max-connections must be a positive whole number, not '0'"),
+        ("--max-connections", "many", "max-connections must be a positive whole number, not 'many'"),
+    ],
+)
+def test_bad_numbers_name_their_option(option, value, message):
+    from twisted.python import usage
+
+    from mirrorproxy.tap import Options
+
+    with pytest.raises(usage.UsageError, match=message):
+        Options().parseOptions([option, value])
 
 
 def test_a_bad_redirect_network_is_a_usage_error_naming_the_option():

@@ -90,3 +90,53 @@ def test_readyz_fails_while_upstream_is_failing(harness):
 
     ready = get(root, "/readyz")
     assert (ready.status, ready.body) == (503, b"upstream unreachable\n")
+
+
+def test_connection_counts_are_scraped(harness):
+    import ipaddress
+
+    from twisted.internet.address import IPv4Address
+
+    from mirrorproxy.channel import MirrorSite
+    from mirrorproxy.connections import ConnectionGate
+
+    gate = ConnectionGate(harness.clock, 1, (ipaddress.ip_network("10.0.0.0/8"),))
+    site = MirrorSite(harness.site.resource, reactor=harness.clock, gate=gate)
+    protocol = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(b"GET /v2/library/a/manifests/x HTTP/1.1\r\nHost: m\r\n")  # under way
+    assert site.buildProtocol(IPv4Address("TCP", "10.0.0.2", 1)) is None
+    assert site.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1)) is None
+
+    _, registry = metrics_root(harness.mirror, site, harness.clock)
+    samples = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    assert samples[("mirrorproxy_connections", ())] == 1
+    assert samples[("mirrorproxy_connections_refused_total", (("reason", "limit"),))] == 1
+    assert samples[("mirrorproxy_connections_refused_total", (("reason", "network"),))] == 1
+
+
+def test_the_metrics_listener_logs_its_requests_as_the_registry_listener_does(harness):
+    from twisted.logger import globalLogPublisher
+
+    from mirrorproxy.metrics import metrics_site
+
+    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    site = metrics_site(root, harness.clock)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: m\r\n\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+    [event] = [e for e in events if e.get("log_namespace") == "mirrorproxy.access"]
+    assert (event["method"], event["path"], event["status"], event["kind"]) == ("GET", "/healthz", 200, "healthz")
+    assert not harness.site.responses, "not counted as registry requests"
+    assert not [e for e in events if "log_format" not in e and "message" in e], "no combined-log line"
