@@ -125,6 +125,9 @@ class BlobCache:
             del self._fills[fill.digest]
         if fill.state == "failed" and fill.failure_kind:
             self.failures[fill.failure_kind] += 1
+        elif fill.state == "verified":
+            # Relayed whole, but the cache could not keep it.
+            self.failures["disk"] += 1
         if fill.state == "committed":
             self._store.count_committed(fill.written)
             if self.evictor is not None:

@@ -32,7 +32,7 @@ from twisted.web.iweb import IResponse
 
 from .bodies import SilenceTimer, discard_body, ended_cleanly
 from .names import Digest
-from .store import FilesystemStore, Runner, Spool
+from .store import FilesystemStore, Runner, Spool, SpoolWriteFailed, hash_all
 from .upstream import UpstreamClient, content_length
 
 log = Logger()
@@ -78,25 +78,8 @@ class FillFailed(Exception):
     """The fill could not produce a verified blob."""
 
 
-class _WriteFailed(Exception):
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class FillGone(Exception):
     """The fill is over and its file is where the cache keeps it: look there."""
-
-
-def _write_all(fd: int, offset: int, chunks: list[bytes]) -> int:
-    written = 0
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            n = os.pwrite(fd, view, offset + written)
-            written += n
-            view = view[n:]
-    return written
 
 
 def _socket_transport(transport: object) -> tcp.Connection | None:
@@ -107,21 +90,6 @@ def _socket_transport(transport: object) -> tcp.Connection | None:
             return transport
         transport = getattr(transport, "_producer", None) or getattr(transport, "transport", None)
     return None
-
-
-def _hash_all(hasher: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        hasher.update(chunk)
-
-
-def _hash_and_write(hasher: Any, fd: int, offset: int, chunks: list[bytes]) -> int:
-    """Hash a batch, then write it; a batch that cannot be written is still
-    hashed (the fill relays it from memory)."""
-    _hash_all(hasher, chunks)
-    try:
-        return _write_all(fd, offset, chunks)
-    except OSError as e:
-        raise _WriteFailed(e) from e
 
 
 def _empty_descriptor() -> int:
@@ -509,11 +477,10 @@ class Fill:
         # is a MiB or more: the hops, not the work, were what the reactor
         # lost its time to.
         if self.relaying:
-            await self._run(_hash_all, self._hasher, chunks)
+            await self._run(hash_all, self._hasher, chunks)
             return 0
         assert self._spool is not None
-        written: int = await self._run(_hash_and_write, self._hasher, self._spool.fd, self.written, chunks)
-        return written
+        return await self._store.write_spool(self._spool, self.written, chunks, self._hasher)
 
     def _wrote(self, count: int, chunks: list[bytes]) -> None:
         self._writing = False
@@ -536,7 +503,7 @@ class Fill:
         if self.state == FAILED:
             self._cleanup()
             return
-        if not failure.check(_WriteFailed):
+        if not failure.check(SpoolWriteFailed):
             self._fail(f"cannot hash the blob: {failure.getErrorMessage()}", kind="disk")
             return
         # The cache cannot take it; the clients still can.  The batch was

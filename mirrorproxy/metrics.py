@@ -7,24 +7,20 @@ scrapes and the core stays testable without a metrics registry.
 
 from __future__ import annotations
 
-import os
-import uuid
 from typing import Iterator
 
 from attrs import define
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.twisted import MetricsResource
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from .channel import MirrorSite
 from .mirror import Mirror
+from .readiness import Readiness
 
-# How long a "the cache is writable" probe is trusted.
-_CACHE_PROBE_SECONDS = 10.0
 
 
 @define(eq=False)
@@ -130,55 +126,6 @@ class _Text(Resource):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return self._body
-
-
-@define(eq=False)
-class Readiness(Resource):
-    """/readyz: the cache is writable and upstream has not failed since it
-    last answered."""
-
-    _mirror: Mirror
-    _clock: IReactorTime
-    _checked_at: float = -1e9
-    _writable: bool = False
-    isLeaf = True
-
-    def __attrs_post_init__(self) -> None:
-        Resource.__init__(self)
-
-    def render_GET(self, request: Request) -> int:
-        Deferred.fromCoroutine(self._answer(request))
-        return NOT_DONE_YET
-
-    async def _answer(self, request: Request) -> None:
-        now = self._clock.seconds()
-        if now - self._checked_at > _CACHE_PROBE_SECONDS:
-            self._writable = await self._mirror.run(_probe_writable, os.path.join(self._mirror.store.root, "spool"))
-            self._checked_at = now
-        upstream = self._mirror.upstream
-        reachable = upstream.last_failure is None or (
-            upstream.last_answer is not None and upstream.last_answer >= upstream.last_failure
-        )
-        problems = []
-        if not self._writable:
-            problems.append("cache not writable")
-        if not reachable:
-            problems.append("upstream unreachable")
-        request.setResponseCode(503 if problems else 200)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.write(("; ".join(problems) or "ready").encode() + b"\n")
-        request.finish()
-
-
-def _probe_writable(directory: str) -> bool:
-    path = os.path.join(directory, f"ready-{uuid.uuid4().hex}")
-    try:
-        with open(path, "wb") as f:
-            f.write(b"ok")
-        os.unlink(path)
-        return True
-    except OSError:
-        return False
 
 
 def describe_metrics_path(path: bytes) -> tuple[str, str | None, str | None]:

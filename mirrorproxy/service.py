@@ -31,6 +31,7 @@ from .eviction import Evictor
 from .manifests import ManifestCache
 from .metrics import metrics_root, metrics_site
 from .mirror import Mirror, Router
+from .readiness import UpstreamProbe
 from .resource import RegistryRoot
 from .store import FilesystemStore, Runner
 from .tagslist import TagListCache
@@ -163,6 +164,7 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     mirror = build_mirror(settings, http, reactor, run, redirect_http)
     mirror.store.prepare()
     top.add_backend(_Measure(mirror.store))
+    top.add_backend(_Probe(UpstreamProbe(mirror.upstream, reactor)))
     root: Any = RegistryRoot(Router([mirror]), in_flight)
     access = AccessSettings.from_options(settings.htpasswd, settings.allow)
     if access.enabled:
@@ -190,6 +192,21 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
         cache_dir=os.path.abspath(settings.cache_dir),
     )
     return top
+
+
+@define(eq=False)
+class _Probe(Service):
+    """Asks upstream's /v2/ at start and then now and then, for /readyz."""
+
+    probe: UpstreamProbe
+
+    def startService(self) -> None:
+        super().startService()
+        self.probe.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.probe.stop()
 
 
 @define(eq=False)

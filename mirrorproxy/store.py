@@ -25,7 +25,7 @@ import os
 import uuid
 from typing import Any, Awaitable, Callable, TypeVar
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from .names import Digest
@@ -39,6 +39,31 @@ Runner = Callable[..., Awaitable[Any]]
 
 class CacheDirError(Exception):
     """The cache directory cannot be created or written."""
+
+
+class SpoolWriteFailed(Exception):
+    """A spool file could not take a batch (disk full, read-only); the batch
+    was hashed all the same."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@define(eq=False)
+class WriteHealth:
+    """Whether the cache's latest write worked, for /readyz: a cache that
+    cannot take writes serves what it has, but is not ready for more."""
+
+    last_error: str | None = None
+    failures: int = 0
+
+    def failed(self, error: BaseException) -> None:
+        self.failures += 1
+        self.last_error = getattr(error, "strerror", None) or str(error)
+
+    def succeeded(self) -> None:
+        self.last_error = None
 
 
 @frozen
@@ -120,6 +145,7 @@ class FilesystemStore:
     # What the cache holds (blobs and manifests); None until `measure` ran.
     bytes: int | None = None
     entries: int | None = None
+    writes: WriteHealth = field(factory=WriteHealth)
 
     async def measure(self) -> None:
         """Count the cache once, off the reactor; commits keep the count."""
@@ -154,6 +180,11 @@ class FilesystemStore:
                 log.warn("cannot sweep {path}: {error}", path=entry.path, error=str(e))
         return swept
 
+    async def probe_writable(self) -> str | None:
+        """Why a small file cannot be written to the cache now; None if it can."""
+        why: str | None = await self._run(_probe_writable, os.path.join(self.root, "spool"))
+        return why
+
     # -- paths ------------------------------------------------------------------
 
     def blob_path(self, registry: str, digest: Digest) -> str:
@@ -177,8 +208,25 @@ class FilesystemStore:
 
     async def new_spool(self) -> Spool:
         path = os.path.join(self.root, "spool", uuid.uuid4().hex)
-        fd: int = await self._run(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fd: int = await self._run(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                self.writes.failed(e)
+            raise
         return Spool(fd, path)
+
+    async def write_spool(self, spool: Spool, offset: int, chunks: list[bytes], hasher: Any) -> int:
+        """Hash a batch, then write it at `offset`, in one pool job (the
+        hops, not the work, are what a batch of a MiB costs the reactor);
+        SpoolWriteFailed, after hashing, if the file cannot take it."""
+        try:
+            written: int = await self._run(_hash_and_write, hasher, spool.fd, offset, chunks)
+        except SpoolWriteFailed as e:
+            self.writes.failed(e.error)
+            raise
+        self.writes.succeeded()
+        return written
 
     def share(self, fd: int) -> int:
         """A descriptor of its own for one more reader of an open file.
@@ -190,7 +238,12 @@ class FilesystemStore:
     async def commit_blob(self, spool: Spool, registry: str, digest: Digest) -> None:
         """Move a verified spool file into place.  Its descriptor stays open
         (and the caller's to close): readers may still be sharing it."""
-        await self._run(_commit, spool.fd, spool.path, self.blob_path(registry, digest))
+        try:
+            await self._run(_commit, spool.fd, spool.path, self.blob_path(registry, digest))
+        except OSError as e:
+            self.writes.failed(e)
+            raise
+        self.writes.succeeded()
 
     async def discard(self, spool: Spool) -> None:
         await self._run(_discard, spool.fd, spool.path)
@@ -237,10 +290,54 @@ class FilesystemStore:
 
     async def _write_file(self, path: str, data: bytes) -> None:
         spool = await self.new_spool()
-        await self._run(_write_and_commit, spool.fd, spool.path, path, data)
+        try:
+            await self._run(_write_and_commit, spool.fd, spool.path, path, data)
+        except OSError as e:
+            self.writes.failed(e)
+            raise
+        self.writes.succeeded()
 
 
 # -- the blocking halves, run off the reactor thread ------------------------
+
+
+def hash_all(hasher: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
+
+
+def _write_all(fd: int, offset: int, chunks: list[bytes]) -> int:
+    written = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, offset + written)
+            written += n
+            view = view[n:]
+    return written
+
+
+def _hash_and_write(hasher: Any, fd: int, offset: int, chunks: list[bytes]) -> int:
+    """A batch that cannot be written is still hashed (the fill relays it
+    from memory)."""
+    hash_all(hasher, chunks)
+    try:
+        return _write_all(fd, offset, chunks)
+    except OSError as e:
+        raise SpoolWriteFailed(e) from e
+
+
+def _probe_writable(directory: str) -> str | None:
+    path = os.path.join(directory, f"ready-{uuid.uuid4().hex}")
+    try:
+        with open(path, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(path)
+        return None
+    except OSError as e:
+        return e.strerror or str(e)
 
 
 def _open_for_reading(path: str) -> OpenFile | None:

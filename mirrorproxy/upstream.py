@@ -134,6 +134,7 @@ class UpstreamClient:
     # When upstream last answered, and last failed to; for /readyz.
     last_answer: float | None = None
     last_failure: float | None = None
+    last_error: str | None = None
     # Docker Hub's `ratelimit-remaining` (e.g. "97;w=21600"), latest seen.
     ratelimit_remaining: int | None = None
 
@@ -388,7 +389,10 @@ class UpstreamClient:
             failure = UpstreamInvalid(f"cannot send a request to {where}: {e}")
         else:
             self.requests[(method, kind, response.code)] += 1
-            self.last_answer = self._clock.seconds()
+            if response.code < 500:
+                self.last_answer = self._clock.seconds()
+            else:
+                self._failed(UpstreamUnavailable(f"upstream answered {response.code} to a {kind} {method}"))
             remaining = _header(response, b"ratelimit-remaining")
             if remaining and remaining.partition(";")[0].strip().isdigit():
                 self.ratelimit_remaining = int(remaining.partition(";")[0])
@@ -397,8 +401,20 @@ class UpstreamClient:
             if timer.active():
                 timer.cancel()
         self.requests[(method, kind, 0)] += 1
-        self.last_failure = self._clock.seconds()
+        self._failed(failure)
         raise failure
+
+    def _failed(self, error: BaseException) -> None:
+        self.last_failure = self._clock.seconds()
+        self.last_error = str(error)
+
+    async def ping(self) -> None:
+        """Ask upstream's ``/v2/``: any answer short of a 5xx (a 401 from a
+        registry that wants tokens included) means it is there."""
+        response = await self._request(self._http, "GET", f"{self.registry.url}/v2/", {}, "base")
+        discard_body(response)
+        if response.code >= 500:
+            raise UpstreamUnavailable(f"upstream answered {response.code} to GET /v2/")
 
     async def _read_small(self, response: IResponse, limit: int, what: str) -> bytes:
         try:

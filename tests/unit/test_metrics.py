@@ -10,6 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from mirrorproxy.metrics import metrics_root
+from mirrorproxy.readiness import ANSWER_WINDOW, PROBE_INTERVAL, UpstreamProbe
 
 from .harness import parse_response
 
@@ -76,20 +77,84 @@ def test_docker_hubs_ratelimit_remaining_becomes_a_gauge(harness):
     assert scrape(harness)[("mirrorproxy_upstream_ratelimit_remaining", ())] == 97
 
 
+def probing(harness) -> UpstreamProbe:
+    probe = UpstreamProbe(harness.mirror.upstream, harness.clock)
+    probe.start()
+    harness.pump()
+    return probe
+
+
 def test_healthz_and_readyz(harness):
     root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    probing(harness)
 
     assert get(root, "/healthz").status == 200
     ready = get(root, "/readyz")
     assert (ready.status, ready.body) == (200, b"ready\n")
+    assert harness.registry.count("GET", "/v2/") == 1
 
 
-def test_readyz_fails_while_upstream_is_failing(harness):
-    harness.mirror.upstream.last_failure = harness.clock.seconds() + 1
+def test_readyz_is_not_ready_before_upstream_has_answered(harness):
     root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
 
     ready = get(root, "/readyz")
-    assert (ready.status, ready.body) == (503, b"upstream unreachable\n")
+
+    assert (ready.status, ready.body) == (503, b"upstream not reached yet\n")
+
+
+def test_a_mirror_started_with_upstream_down_is_not_ready_until_it_answers(harness):
+    harness.registry.status_override = lambda seen: 503
+    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    probing(harness)
+
+    ready = get(root, "/readyz")
+    assert ready.status == 503
+    assert ready.body.startswith(b"upstream unreachable: upstream answered 503")
+
+    harness.registry.status_override = None
+    harness.clock.advance(PROBE_INTERVAL)
+    harness.pump()
+    assert get(root, "/readyz").status == 200
+    assert harness.registry.count("GET", "/v2/") == 2
+
+
+def test_readyz_fails_while_upstream_is_failing(harness):
+    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    probing(harness)
+    harness.clock.advance(1)
+    harness.registry.status_override = lambda seen: 502
+    harness.get("/v2/library/a/manifests/latest")
+
+    ready = get(root, "/readyz")
+    assert ready.status == 503 and ready.body.startswith(b"upstream unreachable: ")
+
+
+def test_readyz_fails_once_upstream_has_been_silent_for_long(harness):
+    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    probe = probing(harness)
+    probe.stop()  # as if every probe since hung
+
+    harness.clock.advance(ANSWER_WINDOW + 1)
+
+    ready = get(root, "/readyz")
+    assert ready.status == 503 and ready.body.startswith(b"upstream silent for ")
+
+
+def test_a_full_disk_makes_the_mirror_unready_and_is_counted(tmp_path):
+    from .harness import Harness
+    from .test_blobs import disk_fills_after
+
+    harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(0))
+    root, registry = metrics_root(harness.mirror, harness.site, harness.clock)
+    probing(harness)
+    data = os.urandom(100_000)
+    digest = harness.registry.add_blob(data)
+
+    assert harness.get(f"/v2/library/alpine/blobs/{digest}").body == data
+
+    ready = get(root, "/readyz")
+    assert (ready.status, ready.body) == (503, b"cache writes failing: No space left on device\n")
+    assert scrape(harness)[("mirrorproxy_fill_failures_total", (("reason", "disk"),))] == 1
 
 
 def test_connection_counts_are_scraped(harness):
