@@ -153,6 +153,8 @@ class Settings:
     htpasswd: str | None = None
     allow: tuple[str, ...] = ()
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    # How long upstream's 404 for a name or tag is remembered (0: not at all).
+    negative_ttl: float = field(default=30.0, validator=validators.ge(0))
     # Client connections held at most; None: what the descriptor limit
     # leaves room for.
     max_connections: int | None = None

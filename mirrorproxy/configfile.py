@@ -28,6 +28,7 @@ from .config import (
     UpstreamRegistry,
 )
 from .eviction import parse_size
+from .negative import DEFAULT_NEGATIVE_TTL
 
 # A smaller limit is a forgotten unit, not a cache: it would evict every
 # blob it fills.
@@ -67,6 +68,7 @@ TOP_LEVEL: dict[str, tuple[_Check, str]] = {
     "max-cache-size": (lambda v: _is_str(v) or (_is_number(v) and v > 0), "a size such as \"50G\""),
     "metrics-listen": (_is_str_list, "a list of endpoint strings"),
     "drain-timeout": (_is_number, "a number of seconds"),
+    "negative-ttl": (_is_number, "a number of seconds"),
     "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
 }
 TABLES: dict[str, dict[str, tuple[_Check, str]]] = {
@@ -171,6 +173,7 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         upstream_redirect_allow=tuple(values.get("upstream-redirect-allow") or ()),
         drain_timeout=_seconds(values, "drain-timeout", DEFAULT_DRAIN_TIMEOUT),
         max_connections=_count(values, "max-connections"),
+        negative_ttl=_seconds(values, "negative-ttl", DEFAULT_NEGATIVE_TTL),
     )
 
 

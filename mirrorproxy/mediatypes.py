@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -75,3 +76,20 @@ def upstream_accept(accepted: list[str]) -> list[str]:
     if not accepted or any(a.endswith("/*") for a in accepted):
         return ALL_MANIFEST_TYPES + [a for a in accepted if a not in ALL_MANIFEST_TYPES]
     return accepted
+
+
+def complete_accept(accepted: list[str]) -> bool:
+    """Whether an answer to this Accept is a tag's full answer: the client
+    takes indexes of both kinds, so nothing narrower was chosen for it."""
+    if not accepted:
+        return True
+    return all(accepts(accepted, t) for t in (OCI_INDEX, DOCKER_MANIFEST_LIST))
+
+
+def accept_variant(accepted: list[str]) -> str | None:
+    """A short name for the set of types a narrower client accepts (its
+    answer is recorded apart from the full one); None for a full Accept."""
+    if complete_accept(accepted):
+        return None
+    key = ",".join(sorted(set(accepted)))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]

@@ -30,6 +30,7 @@ from .egress.addresses import AddressPolicy
 from .eviction import Evictor
 from .manifests import ManifestCache
 from .metrics import metrics_root, metrics_site
+from .negative import NotFoundCache
 from .mirror import Mirror, Router
 from .readiness import UpstreamProbe
 from .resource import RegistryRoot
@@ -84,12 +85,13 @@ def build_mirror(
         redirect_http=redirect_http,
     )
     key = registry.cache_key
+    missing = NotFoundCache(clock, settings.negative_ttl)
     mirror = Mirror(
         registry=registry,
         upstream=client,
-        manifests=ManifestCache(key, client, store, clock, settings.tag_ttl),
+        manifests=ManifestCache(key, client, store, clock, settings.tag_ttl, missing),
         blobs=BlobCache(key, client, store, run, clock, settings.timeouts.body_silence),
-        tags=TagListCache(client, clock, settings.tag_ttl),
+        tags=TagListCache(client, clock, settings.tag_ttl, missing),
         run=run,
         store=store,
     )

@@ -193,8 +193,11 @@ class FilesystemStore:
     def manifest_path(self, registry: str, digest: Digest) -> str:
         return _sharded(os.path.join(self.root, registry, "manifests"), digest)
 
-    def tag_path(self, registry: str, repository: str, tag: str) -> str:
-        return os.path.join(self.root, registry, "repositories", repository, "_tags", tag)
+    def tag_path(self, registry: str, repository: str, tag: str, variant: str | None = None) -> str:
+        """A tag's record; `variant` names the answer to a narrower Accept,
+        kept beside it (``@`` is in no tag, so no tag can collide)."""
+        name = tag if variant is None else f"{tag}@{variant}"
+        return os.path.join(self.root, registry, "repositories", repository, "_tags", name)
 
     # -- blobs ------------------------------------------------------------------
 
@@ -273,8 +276,10 @@ class FilesystemStore:
         stamp: bytes | None = await self._run(_read_small, os.path.join(self.root, CACHE_STAMP))
         return stamp
 
-    async def read_tag(self, registry: str, repository: str, tag: str) -> TagRecord | None:
-        data = await self._run(_read_small, self.tag_path(registry, repository, tag))
+    async def read_tag(
+        self, registry: str, repository: str, tag: str, variant: str | None = None
+    ) -> TagRecord | None:
+        data = await self._run(_read_small, self.tag_path(registry, repository, tag, variant))
         if data is None:
             return None
         try:
@@ -284,9 +289,9 @@ class FilesystemStore:
             return None
 
     async def write_tag(
-        self, registry: str, repository: str, tag: str, record: TagRecord
+        self, registry: str, repository: str, tag: str, record: TagRecord, variant: str | None = None
     ) -> None:
-        await self._write_file(self.tag_path(registry, repository, tag), record.to_json())
+        await self._write_file(self.tag_path(registry, repository, tag, variant), record.to_json())
 
     async def _write_file(self, path: str, data: bytes) -> None:
         spool = await self.new_spool()

@@ -9,10 +9,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from .inflight import Coalescer
-from .upstream import TagsPage, UpstreamClient
+from .negative import NotFoundCache
+from .upstream import TagsPage, UpstreamClient, UpstreamNotFound
 
 # Enough for every repository a site pulls from; old pages fall off first.
 MAX_PAGES = 2048
+# A tag list's reference in the negative cache: no tag has a "/".
+_LIST = "/tags/list"
 
 
 @define(eq=False)
@@ -20,6 +23,7 @@ class TagListCache:
     _upstream: UpstreamClient
     _clock: IReactorTime
     _ttl: float
+    _missing: NotFoundCache
     _pages: OrderedDict[tuple[str, str], tuple[float, TagsPage]] = field(factory=OrderedDict)
     _fetches: Coalescer = field(factory=Coalescer)
 
@@ -29,9 +33,16 @@ class TagListCache:
         cached = self._pages.get(key)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
-        page: TagsPage = await self._fetches.run(
-            key, lambda: Deferred.fromCoroutine(self._upstream.get_tags(repository, query))
-        )
+        self._missing.check(repository, _LIST)
+
+        async def fetch() -> TagsPage:
+            try:
+                return await self._upstream.get_tags(repository, query)
+            except UpstreamNotFound as e:
+                self._missing.remember(repository, _LIST, e)
+                raise
+
+        page: TagsPage = await self._fetches.run(key, lambda: Deferred.fromCoroutine(fetch()))
         self._pages[key] = (self._clock.seconds(), page)
         self._pages.move_to_end(key)
         while len(self._pages) > MAX_PAGES:

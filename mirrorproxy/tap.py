@@ -28,7 +28,7 @@ from .store import CacheDirError
 
 # Options that take one value, by their command-line (and config-file) name.
 _SINGLE = ("upstream", "cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
-           "upstream-ca", "htpasswd", "drain-timeout", "max-connections")
+           "upstream-ca", "htpasswd", "drain-timeout", "max-connections", "negative-ttl")
 _REPEATED = ("listen", "allow", "metrics-listen", "upstream-redirect-allow")
 
 
@@ -50,6 +50,7 @@ class Options(usage.Options):
         ["upstream-ca", None, None, "Extra CA bundle (PEM) trusted for upstream and TLS-intercepting proxies."],
         ["htpasswd", None, None, "Require Basic credentials matching this htpasswd file (bcrypt: htpasswd -B)."],
         ["drain-timeout", None, None, f"Seconds in-flight responses may run on after SIGTERM. Default {DEFAULT_DRAIN_TIMEOUT:g}."],
+        ["negative-ttl", None, None, "Seconds upstream's 404 for a name or tag is remembered (0: not at all). Default 30."],
         ["max-connections", None, None, "Client connections held at most (idle ones are closed to make room). Default: what the file descriptor limit allows."],
     ]
     optFlags = [

@@ -204,10 +204,6 @@ class UpstreamClient:
             log.error("upstream's manifest {where} refused: {reason}", where=where, reason=str(e))
             raise UpstreamInvalid(f"upstream's manifest {where} refused: {e}") from None
         assert media_type is not None
-        if not accepts(accept, media_type):
-            raise ManifestNotAcceptable(
-                f"upstream's manifest {where} is {media_type}, which the client does not accept"
-            )
         return FetchedManifest(body, media_type, digest)
 
     async def head_blob(self, repository: str, digest: Digest) -> int | None:

@@ -176,6 +176,7 @@ class Harness:
     max_cache_size: int | None = None
     redirect_allow: tuple[str, ...] = ()
     credentials: Credentials | None = None
+    negative_ttl: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         self.stub = StubTreq(self.registry)
@@ -187,6 +188,7 @@ class Harness:
             max_cache_size=self.max_cache_size,
             upstream_redirect_allow=self.redirect_allow,
             credentials=self.credentials,
+            negative_ttl=self.negative_ttl,
         )
         self.store = FilesystemStore(self.cache_dir, self.run)
         self.store.prepare()

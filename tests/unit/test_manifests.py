@@ -137,17 +137,23 @@ def test_head_by_digest_has_digest_type_and_length(harness):
     assert response.headers["content-length"] == str(len(body))
 
 
-def test_head_on_uncached_tag_asks_upstream_with_head_and_downloads_nothing(harness):
+def test_head_on_uncached_tag_is_answered_by_a_head_upstream(harness):
+    """The answer comes from upstream's HEAD (not counted against Docker
+    Hub's pull limit); the manifest it names is then fetched once, in the
+    background, so the tag can be served whole later with upstream down."""
     body = docker_manifest("one")
     digest = harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
 
-    response = harness.head(manifest_path("latest"))
+    client = harness.send("HEAD", manifest_path("latest"))
+    harness.pump()
+    response = client.response()
 
     assert response.status == 200
     assert response.headers["docker-content-digest"] == digest
     assert response.headers["content-length"] == str(len(body))
     assert response.headers["content-type"] == DOCKER_MANIFEST
-    assert (upstream_heads(harness), upstream_gets(harness)) == (1, 0)
+    assert upstream_heads(harness) == 1
+    assert [s.path for s in harness.registry.seen if s.method == "GET"] == [f"/v2/{REPO}/manifests/{digest}"]
 
 
 def test_head_then_get_by_digest_downloads_once(harness):
@@ -268,7 +274,10 @@ def test_head_after_ttl_on_changed_tag_reports_the_new_digest(harness):
 
     assert response.headers["docker-content-digest"] == new_digest
     assert response.headers["content-length"] == str(len(new))
-    assert upstream_gets(harness) == 1  # only the first GET: a HEAD downloads nothing
+    # The HEAD was answered by upstream's HEAD; the new manifest it names is
+    # then fetched once by digest, in the background.
+    gets = [s.path for s in harness.registry.seen if s.method == "GET" and "/manifests/" in s.path]
+    assert gets == [manifest_path("latest"), manifest_path(new_digest)]
 
 
 def test_head_after_ttl_on_changed_tag_costs_one_upstream_head(harness):
@@ -479,13 +488,16 @@ def test_cached_manifest_of_unaccepted_type_is_not_served_from_cache(tmp_path):
     assert upstream_gets(harness) == 2
 
 
-def test_cached_by_digest_of_unaccepted_type_goes_upstream(harness):
+def test_cached_by_digest_of_unaccepted_type_is_refused_without_asking_upstream(harness):
+    """A digest names the same bytes whoever asks: upstream could only say
+    that it is a type the client does not take, and count the pull."""
     digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
     harness.get(manifest_path(digest))
 
-    harness.get(manifest_path(digest), Accept=DOCKER_MANIFEST)
+    response = harness.get(manifest_path(digest), Accept=DOCKER_MANIFEST)
 
-    assert upstream_gets(harness) == 2
+    assert (response.status, response.json()["errors"][0]["code"]) == (404, "MANIFEST_UNKNOWN")
+    assert upstream_gets(harness) == 1
 
 
 def test_wildcard_accept_is_served_from_cache(harness):
@@ -513,11 +525,13 @@ def test_unknown_tag_head_is_404(harness):
     assert upstream_gets(harness) == 0
 
 
-def test_unknown_tag_is_asked_again_next_time(harness):
-    """A 404 is not cached: an image pushed a moment later is found."""
+def test_unknown_tag_is_asked_again_after_the_negative_ttl(harness):
+    """A 404 is remembered only briefly: an image pushed a moment later is
+    found once the negative TTL is over."""
     harness.get(manifest_path("latest"))
     body = docker_manifest("one")
     harness.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
+    harness.clock.advance(harness.settings.negative_ttl)
 
     assert harness.get(manifest_path("latest")).body == body
 
@@ -717,7 +731,7 @@ def test_a_tag_record_read_while_a_purge_is_noticed_is_not_kept(tmp_path):
         harness.pump()
     assert first.response().body == body
     cache = harness.mirror.manifests
-    cache._records.clear()  # as if evicted: the next hit reads the record
+    cache._held.forget()  # as if evicted: the next hit reads the record
 
     harness.clock.advance(1)
     slow = harness.send("GET", "/v2/library/hot/manifests/v1")
@@ -740,7 +754,7 @@ def test_a_tag_record_read_while_a_purge_is_noticed_is_not_kept(tmp_path):
 
     assert slow.response().body == body
     assert noticing.called and noticing.result is None
-    assert ("library/hot", "v1") not in cache._records
+    assert not cache._held.holds_record(("library/hot", "v1", None))
 
 
 # -- a cache that cannot take them -------------------------------------------------
@@ -839,3 +853,164 @@ def test_the_cache_size_is_measured_again_after_an_admin_command(harness):
     harness.get("/v2/library/other/manifests/v1")  # any request notices
 
     assert (harness.mirror.store.bytes, harness.mirror.store.entries) == (0, 0)
+
+
+# -- a narrower Accept is cached too (its own answer) -------------------------------
+
+
+def test_repeated_pulls_with_a_narrow_accept_cost_one_upstream_get(harness):
+    digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
+
+    responses = [harness.get(manifest_path("latest"), Accept=OCI_MANIFEST) for _ in range(4)]
+
+    assert [r.body for r in responses] == [body] * 4
+    assert [r.headers["x-cache"] for r in responses] == ["MISS", "HIT", "HIT", "HIT"]
+    assert upstream_gets(harness) == 1
+
+
+def test_a_narrow_answer_never_replaces_the_full_one(harness):
+    child, child_body = harness.registry.add_image(REPO, None, [b"layer"])  # type: ignore[arg-type]
+    full = index(OCI_INDEX, (child, len(child_body)))
+    harness.registry.add_manifest(REPO, "multi", full, OCI_INDEX)
+    assert harness.get(manifest_path("multi")).body == full
+    # Upstream answers a client that takes no index with the platform's
+    # manifest, as registries that convert do.
+    harness.registry.tags[(REPO, "multi")] = child
+    narrow_answer = harness.get(manifest_path("multi"), Accept=OCI_MANIFEST)
+    full_again = harness.get(manifest_path("multi"))
+
+    assert narrow_answer.body == child_body
+    assert (full_again.body, full_again.headers["x-cache"]) == (full, "HIT")
+
+
+def test_a_narrow_client_is_served_the_full_answer_when_it_takes_it(harness):
+    """A tag whose full answer is a plain manifest answers a client that
+    takes only that type with the same bytes: no upstream request."""
+    digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
+    harness.get(manifest_path("latest"))
+
+    narrow = harness.get(manifest_path("latest"), Accept=OCI_MANIFEST)
+
+    assert (narrow.body, narrow.headers["x-cache"]) == (body, "HIT")
+    assert upstream_gets(harness) == 1
+
+
+def test_a_narrow_answer_survives_a_restart_and_is_served_stale(tmp_path):
+    first = Harness(str(tmp_path / "cache"), tag_ttl=TTL)
+    digest, body = first.registry.add_image(REPO, "latest", [b"layer"])
+    assert first.get(manifest_path("latest"), Accept=OCI_MANIFEST).body == body
+
+    again = Harness(str(tmp_path / "cache"), registry=first.registry, tag_ttl=TTL)
+    again.clock.advance(TTL + 1)
+    again.registry.status_override = lambda seen: 503
+
+    response = again.get(manifest_path("latest"), Accept=OCI_MANIFEST)
+
+    assert (response.status, response.body, response.headers["x-cache"]) == (200, body, "STALE")
+
+
+# -- 404s remembered for a short while ---------------------------------------------
+
+
+def not_found_answers(harness: Harness, path: str, count: int, method: str = "GET") -> list:
+    return [harness.request(method, path) for _ in range(count)]
+
+
+def test_a_missing_tag_asked_five_times_costs_one_upstream_request(harness):
+    responses = not_found_answers(harness, manifest_path("nope"), 5)
+
+    errors = {(r.status, r.json()["errors"][0]["code"], r.json()["errors"][0]["message"]) for r in responses}
+    assert len(errors) == 1 and next(iter(errors))[:2] == (404, "MANIFEST_UNKNOWN")
+    assert upstream_gets(harness) == 1
+
+
+def test_a_missing_tag_is_asked_again_after_the_negative_ttl(harness):
+    not_found_answers(harness, manifest_path("nope"), 2)
+    harness.clock.advance(harness.settings.negative_ttl)
+    not_found_answers(harness, manifest_path("nope"), 2)
+
+    assert upstream_gets(harness) == 2
+
+
+def test_an_unknown_repository_answers_for_all_its_tags(harness):
+    harness.registry.canned["/v2/library/ghost/manifests/a"] = (
+        404,
+        {"Content-Type": "application/json"},
+        b'{"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known to registry"}]}',
+    )
+    first = harness.get(manifest_path("a", "library/ghost"))
+    others = [harness.get(manifest_path(tag, "library/ghost")) for tag in ("b", "c")]
+    listing = harness.get("/v2/library/ghost/tags/list")
+
+    for response in [first, *others, listing]:
+        assert (response.status, response.json()["errors"][0]["code"]) == (404, "NAME_UNKNOWN")
+    assert len([s for s in harness.registry.seen if "/library/ghost/" in s.path]) == 1
+
+
+def test_head_of_a_missing_tag_is_remembered_too(harness):
+    not_found_answers(harness, manifest_path("nope"), 3, method="HEAD")
+
+    assert upstream_heads(harness) == 1
+
+
+def test_a_missing_tag_list_is_remembered(harness):
+    for _ in range(3):
+        assert harness.get("/v2/library/nothing/tags/list").status == 404
+
+    assert harness.registry.count("GET", "/tags/list") == 1
+
+
+def test_a_negative_ttl_of_zero_remembers_nothing(tmp_path):
+    harness = Harness(str(tmp_path / "cache"), negative_ttl=0)
+    not_found_answers(harness, manifest_path("nope"), 3)
+
+    assert upstream_gets(harness) == 3
+
+
+# -- a tag resolved by HEAD can be served whole later ---------------------------------
+
+
+def test_a_tag_resolved_by_head_is_served_whole_with_upstream_down(tmp_path):
+    """dockerd resolves a tag with HEAD and fetches only the layers it lacks;
+    the mirror still gets the manifest, so the next pull works when upstream
+    is gone."""
+    harness = Harness(str(tmp_path / "cache"), tag_ttl=TTL)
+    digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
+    assert harness.head(manifest_path("latest")).headers["docker-content-digest"] == digest
+
+    harness.clock.advance(TTL + 1)
+    harness.registry.status_override = lambda seen: 503
+    by_tag = harness.get(manifest_path("latest"))
+    by_digest = harness.get(manifest_path(digest))
+
+    assert (by_tag.status, by_tag.body, by_tag.headers["x-cache"]) == (200, body, "STALE")
+    assert (by_digest.status, by_digest.body, by_digest.headers["x-cache"]) == (200, body, "HIT")
+
+
+def test_the_manifest_behind_a_head_is_fetched_once_per_digest(harness):
+    digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
+    harness.registry.tags[(REPO, "stable")] = digest
+
+    harness.head(manifest_path("latest"))
+    harness.head(manifest_path("stable"))
+    get = harness.get(manifest_path(digest))  # what dockerd asks next
+
+    assert (get.body, get.headers["x-cache"]) == (body, "HIT")
+    assert [s.path for s in harness.registry.seen if s.method == "GET"] == [manifest_path(digest)]
+
+
+def test_the_background_fetch_and_the_clients_get_by_digest_share_one_request(tmp_path):
+    from .harness import ManualRunner
+
+    runner = ManualRunner()
+    harness = Harness(str(tmp_path / "cache"), run=runner)
+    digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
+    head = harness.send("HEAD", manifest_path("latest"))
+    get = harness.send("GET", manifest_path(digest))
+    while runner.jobs:
+        runner.run_all()
+        harness.pump()
+
+    assert head.response().headers["docker-content-digest"] == digest
+    assert get.response().body == body
+    assert upstream_gets(harness) == 1
