@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from .access import AccessSettings
 from .config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_TAG_TTL, DOCKER_HUB_URL, ConfigError, Settings
-from .configfile import read_config, settings_from
+from .configfile import TOP_LEVEL, read_config, settings_from
 from .egress import proxy_settings, tls_policy
 from .store import CacheDirError
 
@@ -23,6 +24,8 @@ from .store import CacheDirError
 _SINGLE = ("upstream", "cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
            "upstream-ca", "htpasswd", "drain-timeout")
 _REPEATED = ("listen", "allow", "metrics-listen")
+# Options whose values are server endpoint strings, checked before start.
+_ENDPOINTS = ("listen", "metrics-listen")
 
 
 class Options(usage.Options):
@@ -65,15 +68,30 @@ class Options(usage.Options):
         """Endpoint for /metrics, /healthz and /readyz (repeatable), e.g. tcp:9100:interface=127.0.0.1. Default: off."""
         self["metrics-listen"].append(endpoint)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            # Under twistd (our parent), whose handler would print its
+            # whole usage before the error: the error alone.
+            usage_exit(e)
+
     def postOptions(self) -> None:
         try:
             values = read_config(self["config"]) if self["config"] else {}
-            given: dict[str, Any] = {name: self[name] for name in _SINGLE if self[name] is not None}
+            given: dict[str, Any] = {
+                name: _as_in_config_file(name, self[name]) for name in _SINGLE if self[name] is not None
+            }
             given.update({name: self[name] for name in _REPEATED if self[name]})
             if self["upstream-insecure"]:
                 given["upstream-insecure"] = True
             values.update(given)
             self["settings"] = settings = settings_from(values, os.environ)
+            for name in _ENDPOINTS:
+                for endpoint in values.get(name, ()):
+                    _check_endpoint(name, endpoint)
             # Bad networks, proxies and CA bundles are usage errors now, not
             # surprises at start.
             self["access"] = AccessSettings.from_options(settings.htpasswd, settings.allow)
@@ -81,6 +99,41 @@ class Options(usage.Options):
             tls_policy(ca_file=settings.upstream_ca, verify=not settings.upstream_insecure)
         except ConfigError as e:
             raise usage.UsageError(str(e))
+
+
+def usage_exit(error: usage.UsageError) -> NoReturn:
+    """A bad command line: one line on stderr, exit status 2."""
+    sys.stderr.write(f"mirrorproxy: {error}\n")
+    raise SystemExit(2)
+
+
+def _as_in_config_file(name: str, text: str) -> Any:
+    """A command-line value as the config file would hold it (a number for
+    a number of seconds), so that one rule checks both."""
+    rule = TOP_LEVEL.get(name)
+    if rule is None:
+        return text
+    check, expected = rule
+    for convert in (str, int, float):
+        try:
+            value = convert(text)
+        except ValueError:
+            continue
+        if check(value):
+            return value
+    raise ConfigError(f"{name} must be {expected}, not {text!r}")
+
+
+def _check_endpoint(name: str, description: str) -> None:
+    """Parse a server endpoint string as the service will, without listening."""
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        # Whatever the parser raises (unknown type, bad port, unreadable
+        # key file...), the string is what the operator must fix.
+        raise ConfigError(f"{name}: bad endpoint {description!r}: {e}") from None
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
