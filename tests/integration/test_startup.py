@@ -3,7 +3,10 @@ with a non-zero exit status: no traceback, no usage dump (that is --help's)."""
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,45 @@ def run_twistd(tmp_path: Path, *argv: str, twistd_options: tuple[str, ...] = ("-
         check=False,
     )
     return Exited(done.returncode, done.stdout, done.stderr)
+
+
+def log_text(line: str) -> str:
+    """A text log line without its timestamp."""
+    match = re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} (.*)", line)
+    assert match, f"not a log line: {line!r}"
+    return match[1]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port of 127.0.0.1 another program listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_port_in_use_is_one_line_and_leaves_no_pid_file(tmp_path: Path, busy_port: int) -> None:
+    pidfile = tmp_path / "mirror.pid"
+    endpoint = f"tcp:{busy_port}:interface=127.0.0.1"
+
+    exited = run_twistd(
+        tmp_path,
+        "--listen",
+        endpoint,
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        twistd_options=(f"--pidfile={pidfile}",),
+    )
+
+    assert (exited.status, exited.stderr) == (1, "")
+    lines = exited.stdout.splitlines()
+    assert log_text(lines[-1]) == f"[mirrorproxy.drain#critical] cannot listen on {endpoint}: address already in use"
+    # The start-up lines before it are info; nothing else went wrong.
+    assert [line for line in lines[:-1] if "#info]" not in line] == []
+    assert not pidfile.exists()
 
 
 @pytest.mark.parametrize(
