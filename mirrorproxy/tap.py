@@ -18,11 +18,21 @@ from .access import AccessSettings
 from .config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_TAG_TTL, DOCKER_HUB_URL, ConfigError, Settings
 from .configfile import TOP_LEVEL, read_config, settings_from
 from .egress import proxy_settings, tls_policy
+from .logs import (
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    WithLogObserver,
+    destination_problem,
+    log_observer,
+)
 from .store import CacheDirError
 
 # Options that take one value, by their command-line (and config-file) name.
 _SINGLE = ("upstream", "cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
-           "upstream-ca", "htpasswd", "drain-timeout")
+           "upstream-ca", "htpasswd", "drain-timeout",
+           "log-format", "log-level")
 _REPEATED = ("listen", "allow", "metrics-listen")
 # Options whose values are server endpoint strings, checked before start.
 _ENDPOINTS = ("listen", "metrics-listen")
@@ -46,6 +56,8 @@ class Options(usage.Options):
         ["upstream-ca", None, None, "Extra CA bundle (PEM) trusted for upstream and TLS-intercepting proxies."],
         ["htpasswd", None, None, "Require Basic credentials matching this htpasswd file (bcrypt: htpasswd -B)."],
         ["drain-timeout", None, None, f"Seconds in-flight responses may run on after SIGTERM. Default {DEFAULT_DRAIN_TIMEOUT:g}."],
+        ["log-format", None, None, "text (twistd's lines), json (one object a line on stdout, for containers) or journal (json after a syslog priority, for systemd). Default text."],
+        ["log-level", None, None, "Leave out events below this level: debug, info, warn, error or critical. Default info."],
     ]
     optFlags = [
         ["upstream-insecure", None, "Do not verify upstream's TLS certificate (logged loudly; never the default)."],
@@ -92,6 +104,11 @@ class Options(usage.Options):
             for name in _ENDPOINTS:
                 for endpoint in values.get(name, ()):
                     _check_endpoint(name, endpoint)
+            self["log-format"] = _one_of("log-format", values.get("log-format", DEFAULT_LOG_FORMAT), LOG_FORMATS)
+            self["log-level"] = _one_of("log-level", values.get("log-level", DEFAULT_LOG_LEVEL), LOG_LEVELS)
+            problem = destination_problem(self["log-format"], self.parent)
+            if problem:
+                raise ConfigError(problem)
             # Bad networks, proxies and CA bundles are usage errors now, not
             # surprises at start.
             self["access"] = AccessSettings.from_options(settings.htpasswd, settings.allow)
@@ -124,6 +141,12 @@ def _as_in_config_file(name: str, text: str) -> Any:
     raise ConfigError(f"{name} must be {expected}, not {text!r}")
 
 
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}")
+    return value
+
+
 def _check_endpoint(name: str, description: str) -> None:
     """Parse a server endpoint string as the service will, without listening."""
     from twisted.internet import reactor
@@ -143,8 +166,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     settings: Settings = options["settings"]
     try:
-        return make_mirror_service(settings, reactor)
+        service = make_mirror_service(settings, reactor)
     except (CacheDirError, ConfigError) as e:
         # A clear message and exit status, not a traceback, for the operator.
         sys.stderr.write(f"mirrorproxy: {e}\n")
         raise SystemExit(1)
+    observer = log_observer(options["log-format"], options["log-level"], options.parent)
+    return service if observer is None else WithLogObserver(service, observer)

@@ -37,6 +37,8 @@ def twistd_exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, st
             "metrics-listen: bad endpoint 'ssl:9443:privateKey=/nonexistent/key.pem': "
             "[Errno 2] No such file or directory: '/nonexistent/key.pem'",
         ),
+        (["--log-format", "xml"], "log-format must be text, json or journal, not 'xml'"),
+        (["--log-level", "loud"], "log-level must be debug, info, warn, error or critical, not 'loud'"),
         (
             ["--allow", "10.0.0.0/33"],
             "--allow '10.0.0.0/33': '10.0.0.0/33' does not appear to be an IPv4 or IPv6 network",
@@ -58,12 +60,23 @@ def test_a_bad_value_in_the_config_file_is_one_line_too(capsys, tmp_path):
     )
 
 
+def test_json_logs_from_a_daemon_would_be_lost_so_that_is_an_error_too(capsys):
+    with pytest.raises(SystemExit) as exited:
+        ServerOptions().parseOptions(["--pidfile=", "mirrorproxy", "--log-format", "json"])
+
+    assert (exited.value.code, *capsys.readouterr()) == (
+        2,
+        "",
+        "mirrorproxy: log-format json writes to stdout: run twistd with --nodaemon (-n)\n",
+    )
+
+
 def test_help_shows_the_usage_and_exits_0(capsys):
     status, out, err = twistd_exit(capsys, "--help")
 
     assert (status, err) == (0, "")
     assert out.startswith("Usage: twistd [options] mirrorproxy [--config FILE] [--listen ENDPOINT]...")
-    assert "--drain-timeout=" in out and "--listen=" in out
+    assert "--drain-timeout=" in out and "--listen=" in out and "--log-format=" in out
 
 
 def test_numbers_on_the_command_line_arrive_as_numbers():
