@@ -4,11 +4,17 @@
 import os
 
 from twisted.application.service import Application
+from twisted.python.usage import UsageError
 
-from mirrorproxy.tap import Options, makeService
+from mirrorproxy.tap import Options, makeService, usage_exit
 
 options = Options()
 config = os.environ.get("MIRRORPROXY_CONFIG")
-options.parseOptions(["--config", config] if config else [])
+try:
+    options.parseOptions(["--config", config] if config else [])
+except UsageError as e:
+    # One line and exit status 2, as `twistd mirrorproxy` says it, not
+    # twistd's "Failed to load application" with a traceback.
+    usage_exit(e)
 application = Application("mirrorproxy")
 makeService(options).setServiceParent(application)

@@ -215,6 +215,8 @@ class MirrorSite(Site):
 
     protocol = MirrorChannel  # type: ignore[assignment]
     requestFactory = MirrorRequest
+    # No "Starting factory" lines: every listener's start is logged as such.
+    noisy = False
 
     def __init__(
         self,

@@ -69,7 +69,9 @@ TOP_LEVEL: dict[str, tuple[_Check, str]] = {
     "metrics-listen": (_is_str_list, "a list of endpoint strings"),
     "drain-timeout": (_is_number, "a number of seconds"),
     "negative-ttl": (_is_number, "a number of seconds"),
-    "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a positive whole number"),
+    "log-format": (_is_str, "text, json or journal"),
+    "log-level": (_is_str, "debug, info, warn, error or critical"),
 }
 TABLES: dict[str, dict[str, tuple[_Check, str]]] = {
     "upstream-credentials": {

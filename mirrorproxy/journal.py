@@ -1,13 +1,17 @@
-"""Log events as one JSON object a line on stdout, for systemd's journal.
+"""Log events as one JSON object a line: as they are, for containers
+(``--log-format json``), or after a syslog priority, for systemd's journal
+(``--log-format journal``).
 
-``twistd --logger=mirrorproxy.journal.observer`` calls `observer` for its
-log observer.  Under systemd, stdout goes to the journal, one entry a line;
-each line starts with a ``<N>`` syslog priority, which journald takes off the
-line and records as the entry's PRIORITY (so ``journalctl -p warning``
-works), leaving the JSON object as MESSAGE.  The object holds the time, the
-level, the namespace, the formatted text, the event's own named fields
-(repository, digest, status...) and, for failures, the traceback:
-``journalctl -u mirrorproxy -o cat | jq`` reads it back.
+The object holds the time, the level, the namespace, the formatted text, the
+event's own named fields (repository, digest, status...) and, for failures,
+the traceback.  Under systemd, stdout goes to the journal, one entry a line;
+a line's ``<N>`` prefix is taken off by journald and recorded as the entry's
+PRIORITY (so ``journalctl -p warning`` works), leaving the JSON object as
+MESSAGE: ``journalctl -u mirrorproxy -o cat | jq`` reads it back.  Elsewhere
+the prefix would stop ``jq``, so the json format has none.
+
+``twistd --logger=mirrorproxy.journal.observer`` (what units written before
+``--log-format`` name) calls `observer`: the journal format, every event.
 
 Our events never carry passwords or hashes; nothing here filters them out,
 so none may be logged in the first place.
@@ -76,20 +80,30 @@ def record(event: dict[str, Any]) -> dict[str, object]:
 
 
 @implementer(ILogObserver)
-class JournalObserver:
-    """Writes each event as ``<priority>{json}\\n`` and flushes."""
+class JSONLinesObserver:
+    """Writes each event as ``{json}\\n`` and flushes."""
 
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
     def __call__(self, event: dict[str, Any]) -> None:
-        priority = _PRIORITY.get(event.get("log_level", LogLevel.info), 6)
-        # A newline inside the JSON text would split the journal entry;
-        # json.dumps escapes every one of them.
+        # A newline inside the JSON text would split the line (and the
+        # journal entry); json.dumps escapes every one of them.
         line = json.dumps(record(event), ensure_ascii=False, separators=(",", ":"))
-        self._out.write(f"<{priority}>{line}\n")
-        # The journal should see an event when it happens, not at exit.
+        self._out.write(f"{self._prefix(event)}{line}\n")
+        # A reader (journald, a container runtime) should see an event when
+        # it happens, not at exit.
         self._out.flush()
+
+    def _prefix(self, event: dict[str, Any]) -> str:
+        return ""
+
+
+class JournalObserver(JSONLinesObserver):
+    """Writes each event as ``<priority>{json}\\n`` and flushes."""
+
+    def _prefix(self, event: dict[str, Any]) -> str:
+        return f"<{_PRIORITY.get(event.get('log_level', LogLevel.info), 6)}>"
 
 
 def observer() -> ILogObserver:

@@ -183,11 +183,13 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     site = MirrorSite(root, gate=gate)
     site.displayTracebacks = False
     for endpoint in settings.listen:
-        top.add_listener(strports.service(endpoint, site, reactor=reactor))
+        top.add_listener(strports.service(endpoint, site, reactor=reactor), endpoint)
     if settings.metrics_listen:
         metrics, _ = metrics_root(mirror, site, reactor)
         for endpoint in settings.metrics_listen:
-            top.add_listener(strports.service(endpoint, metrics_site(metrics, reactor), reactor=reactor))
+            top.add_listener(
+                strports.service(endpoint, metrics_site(metrics, reactor), reactor=reactor), endpoint
+            )
     log.info(
         "mirroring {upstream} into {cache_dir}",
         upstream=settings.upstream.url,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from .access import AccessSettings
@@ -22,14 +23,26 @@ from .config import (
     Settings,
     parse_networks,
 )
-from .configfile import read_config, settings_from
+from .configfile import TOP_LEVEL, read_config, settings_from
 from .egress import proxy_settings, tls_policy
+from .logs import (
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    WithLogObserver,
+    destination_problem,
+    log_observer,
+)
 from .store import CacheDirError
 
 # Options that take one value, by their command-line (and config-file) name.
 _SINGLE = ("upstream", "cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
-           "upstream-ca", "htpasswd", "drain-timeout", "max-connections", "negative-ttl")
+           "upstream-ca", "htpasswd", "drain-timeout", "max-connections", "negative-ttl",
+           "log-format", "log-level")
 _REPEATED = ("listen", "allow", "metrics-listen", "upstream-redirect-allow")
+# Options whose values are server endpoint strings, checked before start.
+_ENDPOINTS = ("listen", "metrics-listen")
 
 
 class Options(usage.Options):
@@ -52,6 +65,8 @@ class Options(usage.Options):
         ["drain-timeout", None, None, f"Seconds in-flight responses may run on after SIGTERM. Default {DEFAULT_DRAIN_TIMEOUT:g}."],
         ["negative-ttl", None, None, "Seconds upstream's 404 for a name or tag is remembered (0: not at all). Default 30."],
         ["max-connections", None, None, "Client connections held at most (idle ones are closed to make room). Default: what the file descriptor limit allows."],
+        ["log-format", None, None, "text (twistd's lines), json (one object a line on stdout, for containers) or journal (json after a syslog priority, for systemd). Default text."],
+        ["log-level", None, None, "Leave out events below this level: debug, info, warn, error or critical. Default info."],
     ]
     optFlags = [
         ["upstream-insecure", None, "Do not verify upstream's TLS certificate (logged loudly; never the default)."],
@@ -78,15 +93,35 @@ class Options(usage.Options):
         """Endpoint for /metrics, /healthz and /readyz (repeatable), e.g. tcp:9100:interface=127.0.0.1. Default: off."""
         self["metrics-listen"].append(endpoint)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            # Under twistd (our parent), whose handler would print its
+            # whole usage before the error: the error alone.
+            usage_exit(e)
+
     def postOptions(self) -> None:
         try:
             values = read_config(self["config"]) if self["config"] else {}
-            given: dict[str, Any] = {name: self[name] for name in _SINGLE if self[name] is not None}
+            given: dict[str, Any] = {
+                name: _as_in_config_file(name, self[name]) for name in _SINGLE if self[name] is not None
+            }
             given.update({name: self[name] for name in _REPEATED if self[name]})
             if self["upstream-insecure"]:
                 given["upstream-insecure"] = True
             values.update(given)
             self["settings"] = settings = settings_from(values, os.environ)
+            for name in _ENDPOINTS:
+                for endpoint in values.get(name, ()):
+                    _check_endpoint(name, endpoint)
+            self["log-format"] = _one_of("log-format", values.get("log-format", DEFAULT_LOG_FORMAT), LOG_FORMATS)
+            self["log-level"] = _one_of("log-level", values.get("log-level", DEFAULT_LOG_LEVEL), LOG_LEVELS)
+            problem = destination_problem(self["log-format"], self.parent)
+            if problem:
+                raise ConfigError(problem)
             # Bad networks, proxies and CA bundles are usage errors now, not
             # surprises at start.
             self["access"] = AccessSettings.from_options(settings.htpasswd, settings.allow)
@@ -97,6 +132,47 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
+def usage_exit(error: usage.UsageError) -> NoReturn:
+    """A bad command line: one line on stderr, exit status 2."""
+    sys.stderr.write(f"mirrorproxy: {error}\n")
+    raise SystemExit(2)
+
+
+def _as_in_config_file(name: str, text: str) -> Any:
+    """A command-line value as the config file would hold it (a number for
+    a number of seconds), so that one rule checks both."""
+    rule = TOP_LEVEL.get(name)
+    if rule is None:
+        return text
+    check, expected = rule
+    for convert in (str, int, float):
+        try:
+            value = convert(text)
+        except ValueError:
+            continue
+        if check(value):
+            return value
+    raise ConfigError(f"{name} must be {expected}, not {text!r}")
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}")
+    return value
+
+
+def _check_endpoint(name: str, description: str) -> None:
+    """Parse a server endpoint string as the service will, without listening."""
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        # Whatever the parser raises (unknown type, bad port, unreadable
+        # key file...), the string is what the operator must fix.
+        raise ConfigError(f"{name}: bad endpoint {description!r}: {e}") from None
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
@@ -104,8 +180,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     settings: Settings = options["settings"]
     try:
-        return make_mirror_service(settings, reactor)
+        service = make_mirror_service(settings, reactor)
     except (CacheDirError, ConfigError) as e:
         # A clear message and exit status, not a traceback, for the operator.
         sys.stderr.write(f"mirrorproxy: {e}\n")
         raise SystemExit(1)
+    observer = log_observer(options["log-format"], options["log-level"], options.parent)
+    return service if observer is None else WithLogObserver(service, observer)

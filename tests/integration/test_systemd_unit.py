@@ -1,6 +1,6 @@
 """contrib/systemd/mirrorproxy.service: systemd accepts it without a warning,
-its sandbox scores as well as we claim, and the logger its ExecStart names
-writes the journal one JSON object a line with the right priority."""
+its sandbox scores as well as we claim, and the log format its ExecStart
+names writes the journal one JSON object a line with the right priority."""
 
 from __future__ import annotations
 
@@ -66,25 +66,22 @@ def test_the_sandbox_exposure_stays_low(unit_here: Path) -> None:
     assert "Overall exposure level for mirrorproxy.service" in done.stdout
 
 
-def test_exec_start_runs_twistd_in_the_foreground_with_the_journal_logger() -> None:
+def test_exec_start_runs_twistd_in_the_foreground_with_the_journal_log_format() -> None:
     argv = exec_start(UNIT.read_text())
 
     program, subcommand = argv[: argv.index("mirrorproxy")], argv[argv.index("mirrorproxy") :]
-    assert program == [
-        INSTALLED_TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        "--logger=mirrorproxy.journal.observer",
-    ]
-    assert subcommand == ["mirrorproxy", "--config", "%d/mirrorproxy.toml"]
+    assert program == [INSTALLED_TWISTD, "--nodaemon", "--pidfile="]
+    assert subcommand == ["mirrorproxy", "--log-format", "journal", "--config", "%d/mirrorproxy.toml"]
     assert "LoadCredential=mirrorproxy.toml:/etc/mirrorproxy/mirrorproxy.toml" in UNIT.read_text()
 
 
 @pytest.fixture
 def journal_mirror(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Process, int]]:
-    """twistd with the unit's own twistd options; stdout is what journald reads."""
+    """twistd with the unit's own options but its config file; stdout is what
+    journald reads."""
     argv = exec_start(UNIT.read_text())
     twistd_options = argv[1 : argv.index("mirrorproxy")]
+    mirrorproxy_options = argv[argv.index("mirrorproxy") + 1 : argv.index("--config")]
     port = free_port()
     stdout = tmp_path / "stdout"
     show_log_on_failure(request, "mirror stdout", stdout)
@@ -94,6 +91,7 @@ def journal_mirror(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[t
             twistd(),
             *twistd_options,
             "mirrorproxy",
+            *mirrorproxy_options,
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
             "--upstream",

@@ -4,6 +4,7 @@ that MIRRORPROXY_CONFIG names."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,3 +47,24 @@ def test_mirror_tac_serves_with_the_named_config(
         assert os.path.isdir(tmp_path / "cache" / "spool")
     finally:
         mirror.stop()
+
+
+def test_a_bad_config_is_one_line_on_stderr_and_status_2(tmp_path: Path) -> None:
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text('listen = ["tcp:5000", "garbage"]\ndrain-timeout = 5\n')
+
+    done = subprocess.run(
+        [twistd(), "-ny", str(TAC), "--pidfile="],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(MIRRORPROXY_CONFIG=str(config)),
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        "mirrorproxy: listen: bad endpoint 'garbage': Unknown endpoint type: 'garbage'\n",
+    )

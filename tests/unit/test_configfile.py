@@ -135,8 +135,8 @@ def test_a_cache_size_under_a_mebibyte_is_refused(tmp_path, size):
     "option, value, message",
     [
         ("--drain-timeout", "x", "drain-timeout must be a number of seconds, not 'x'"),
-        ("--tag-ttl", "-1", "tag-ttl must be a number of seconds, not '-1'"),
-        ("--max-connections", "0", "max-connections must be a positive whole number, not '0'"),
+        ("--tag-ttl", "-1", "tag-ttl must be a number of seconds, not -1"),
+        ("--max-connections", "0", "max-connections must be a positive whole number, not 0"),
         ("--max-connections", "many", "max-connections must be a positive whole number, not 'many'"),
     ],
 )

@@ -8,10 +8,10 @@ import json
 import re
 
 import pytest
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
-from mirrorproxy.journal import JournalObserver
+from mirrorproxy.journal import JournalObserver, JSONLinesObserver
 
 
 def emitted(emit) -> list[tuple[int, dict]]:
@@ -84,3 +84,13 @@ def test_fields_json_cannot_hold_arrive_as_text():
 def test_a_bad_format_string_still_logs():
     ((_, entry),) = emitted(lambda log: log.info("{missing} field"))
     assert "Unable to format event" in entry["text"]
+
+
+def test_the_json_format_is_the_same_object_without_the_priority():
+    journal, plain = io.StringIO(), io.StringIO()
+    both = LogPublisher(JournalObserver(journal), JSONLinesObserver(plain))
+    Logger(namespace="mirrorproxy.test", observer=both).warn("upstream {status}", status=502)
+
+    priority, line = re.fullmatch(r"<(\d)>(.*\n)", journal.getvalue()).groups()
+    assert (priority, plain.getvalue()) == ("4", line)
+    assert json.loads(line)["status"] == 502
