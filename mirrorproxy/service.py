@@ -175,11 +175,6 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
         root = guard(root, access, partial(deferToThreadPool, reactor, checkers), reactor)
     max_connections = settings.max_connections or default_max_connections(descriptor_limit())
     gate = ConnectionGate(reactor, max_connections, parse_networks(settings.allow, "--allow"))
-    log.info(
-        "taking up to {count} client connections (file descriptor limit {limit})",
-        count=max_connections,
-        limit=descriptor_limit(),
-    )
     site = MirrorSite(root, gate=gate)
     site.displayTracebacks = False
     for endpoint in settings.listen:
@@ -194,6 +189,11 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
         "mirroring {upstream} into {cache_dir}",
         upstream=settings.upstream.url,
         cache_dir=os.path.abspath(settings.cache_dir),
+    )
+    log.info(
+        "taking up to {count} client connections (file descriptor limit {limit})",
+        count=max_connections,
+        limit=descriptor_limit(),
     )
     return top
 

@@ -103,7 +103,8 @@ def start_mirror(
     upstream: UpstreamRegistry, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[MirrorFactory]:
     """Start a mirror: ``start_mirror(cache_dir=..., upstream_url=...,
-    credentials=..., options=[...], tls=...)``; defaults are this test's
+    credentials=..., options=[...], tls=..., command_prefix=[...])``;
+    defaults are this test's
     cache dir and the upstream, no extra options, plain HTTP. Starting again
     with the same cache dir is how a test restarts it."""
     started: list[Mirror] = []
@@ -115,6 +116,8 @@ def start_mirror(
         *,
         options: Sequence[str] = (),
         tls: ServerFiles | None = None,
+        command_prefix: Sequence[str] = (),
+        answers_us: bool = True,
     ) -> Mirror:
         log_path = tmp_path / f"mirror-{len(started)}.log"
         show_log_on_failure(request, f"mirror #{len(started)} log", log_path)
@@ -125,6 +128,8 @@ def start_mirror(
             credentials,
             options=options,
             tls=tls,
+            command_prefix=command_prefix,
+            answers_us=answers_us,
         )
         started.append(mirror)
         return mirror

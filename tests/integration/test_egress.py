@@ -331,11 +331,13 @@ def test_the_mirror_pulls_through_the_authenticating_proxy_as_deployed(
         f'upstream-ca = "{tls_registry.ca_bundle}"\n'
     )
     os.chmod(config, 0o600)
+    # From before the start: the mirror's probe of upstream opens the tunnel
+    # the pull may then reuse.
+    proxy_mark = proxy.mark()
     mirror = Mirror.start(
         tls_registry.url, tmp_path / "cache", tmp_path / "mirror.log", options=["--config", str(config)]
     )
     try:
-        proxy_mark = proxy.mark()
         out = tmp_path / "out"
         skopeo.pull_to_dir(mirror.host, image.reference, out)
         assert_dir_copy(out, image)
@@ -433,6 +435,9 @@ def test_in_a_network_namespace_the_mirror_pulls_through_the_proxy(
     skopeo: Skopeo,
     tmp_path: Path,
 ) -> None:
+    # From before the start: the mirror's probe of upstream goes through
+    # the proxy too, and the pull may reuse its tunnel.
+    proxy_mark = proxy.mark()
     mirror = start_mirror_inside(
         f'upstream-proxy = "{proxy.url()}"\nupstream-ca = "{tls_registry.ca_bundle}"\n'
     )
@@ -443,7 +448,7 @@ def test_in_a_network_namespace_the_mirror_pulls_through_the_proxy(
     assert netns.reaches(issuer.port) == "ECONNREFUSED"
     assert netns.reaches(proxy.port) == "connected"
 
-    proxy_mark, registry_mark = proxy.mark(), tls_registry.access.mark()
+    registry_mark = tls_registry.access.mark()
     tokens_before = issuer.count(scope=f"repository:{image.name}:pull")
     out = tmp_path / "out"
     skopeo.pull_to_dir(mirror.host, image.reference, out)

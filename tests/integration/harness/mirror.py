@@ -18,6 +18,7 @@ import base64
 import http.client
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -66,6 +67,7 @@ class Mirror:
         tls: ServerFiles | None = None,
         port: int | None = None,
         command_prefix: Sequence[str] = (),
+        answers_us: bool = True,
     ) -> Mirror:
         """Start the mirror on a free port of 127.0.0.1 with ``options``
         (e.g. ``--htpasswd FILE``) after its own, over TLS with ``tls``'s
@@ -74,7 +76,8 @@ class Mirror:
         ``command_prefix`` runs twistd through another command (``ip netns
         exec NAME``: see harness.netns); ``port`` is then the port it listens
         on there, which this process must reach as 127.0.0.1:``port`` too (a
-        bridge out of the namespace)."""
+        bridge out of the namespace).  ``answers_us=False``: the mirror is
+        not expected to let this host in (``--allow`` elsewhere)."""
         port = port or free_port()
         if tls is None:
             listen = f"tcp:{port}:interface=127.0.0.1"
@@ -109,8 +112,9 @@ class Mirror:
         # directory; keep them out of the source tree.
         process = Process.start("mirror", argv, log_path, env=env, cwd=log_path.parent)
         mirror = cls(process, port, cache_dir, tls)
+        ready = mirror._answers if answers_us else mirror._refuses_us
         try:
-            process.wait_until(mirror._answers, START_TIMEOUT, f"an answer from {mirror.url}/v2/")
+            process.wait_until(ready, START_TIMEOUT, f"an answer from {mirror.url}/v2/")
         except BaseException:
             process.stop()
             raise
@@ -146,6 +150,20 @@ class Mirror:
         except (OSError, http.client.HTTPException):
             return False
         return headers.get("docker-distribution-api-version") == "registry/2.0"
+
+    def _refuses_us(self) -> bool:
+        """Whether the mirror is up and closes this host's connections at
+        accept (its --allow leaves 127.0.0.1 out): connected, then an
+        end of stream before anything was sent."""
+        if "MirrorSite starting on" not in self.process.tail(400):
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as connection:
+                return connection.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL, as a crash or the OOM killer would."""
