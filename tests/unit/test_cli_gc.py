@@ -205,3 +205,43 @@ def test_a_bad_grace_is_a_usage_error(cache: CacheBuilder) -> None:
 
     assert result.exit_code == 2
     assert "'soon' is not a duration" in result.output
+
+
+def test_gc_that_removes_files_tells_running_mirrors(cache: CacheBuilder) -> None:
+    cache.image("org/old", "1", os.urandom(10))
+    untag(cache, "org/old", "1")
+
+    invoke("gc", "--cache-dir", cache.root, "--grace", "0")
+
+    assert cache.stamp() is not None
+
+
+@pytest.mark.parametrize("args", [("--grace", "0", "--dry-run"), ("--grace", "1h")])
+def test_gc_that_removes_nothing_leaves_running_mirrors_alone(
+    cache: CacheBuilder, args: tuple[str, ...]
+) -> None:
+    # A dry run, or nothing old enough: what the mirrors hold is still right.
+    cache.image("org/old", "1", os.urandom(10))
+    untag(cache, "org/old", "1")
+
+    invoke("gc", "--cache-dir", cache.root, *args)
+
+    assert cache.stamp() is None
+
+
+@pytest.mark.parametrize("with_gc", [(), ("--gc", "--grace", "0")])
+def test_purge_tells_running_mirrors_and_a_dry_run_does_not(
+    cache: CacheBuilder, with_gc: tuple[str, ...]
+) -> None:
+    cache.image("org/app", "1", os.urandom(10))
+
+    invoke("purge", "org/app:1", "--cache-dir", cache.root, "--dry-run", *with_gc)
+    assert cache.stamp() is None
+
+    invoke("purge", "org/app:1", "--cache-dir", cache.root, *with_gc)
+    first = cache.stamp()
+    assert first is not None
+
+    cache.image("org/app", "1", os.urandom(10))
+    invoke("purge", "org/app:1", "--cache-dir", cache.root, *with_gc)
+    assert cache.stamp() not in (None, first)
