@@ -295,3 +295,53 @@ def test_stats_reads_the_hit_ratio_from_a_running_mirrors_metrics(
     answered = 2 * (1 + len(image.platforms) + len(image.blobs()))
     ratio = json.loads(stats.stdout)["metrics"]["hitRatio"]
     assert ratio == pytest.approx(0.5, abs=1 / answered)
+
+
+def test_after_purge_with_gc_under_a_running_mirror_the_next_pull_puts_everything_back(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    # The report: after `purge library/multi --gc --grace 0` the next pull
+    # was a MISS yet wrote no manifest (the mirror trusted the body it held
+    # in memory), so `ls` showed no size, `gc` would have collected the live
+    # tag's blobs, and `verify` saw nothing wrong.
+    image = publisher.image(
+        f"library/{unique('multi')}", "1", {HOST: (400_000, 100_000), FOREIGN: (300_000,)}
+    )
+    mirror = start_mirror()
+    assert admin("prefetch", image.reference, "--mirror", mirror.url).status == 0
+    cache = Cache.of(mirror, upstream)
+    root = str(cache.root)
+    files = cache.files_of(image)
+    assert all(f.exists() for f in files)
+
+    purged = admin("purge", image.reference, "--gc", "--grace", "0", "--cache-dir", root)
+    purged_at = time.monotonic()
+    assert purged.status == 0, purged
+    assert not any(f.exists() for f in files)
+
+    # The documented promise: a running mirror looks at cache-stamp at most
+    # TAGS_STAMP_INTERVAL apart, so a pull that long after the purge sees it.
+    time.sleep(max(0.0, purged_at + TAGS_STAMP_INTERVAL - time.monotonic()))
+    mark = upstream.mark()
+    again = admin("prefetch", image.reference, "--mirror", mirror.url)
+
+    assert again.status == 0, again
+    assert upstream.fetches(f"/v2/{image.name}/manifests/{image.tag}", mark) == 1
+    assert [f for f in files if not f.exists()] == []
+    content = (
+        index_size(mirror, image)
+        + sum(p.manifest.size for p in image.platforms)
+        + sum(b.size for b in image.blobs())
+    )
+    listing = admin("ls", image.name, "--cache-dir", root)
+    (row,) = [line.split() for line in listing.stdout.splitlines() if line.startswith(image.name)]
+    assert row[:3] == [image.name, image.tag, image.digest]
+    assert " ".join(row[3:]) == human_size(content)
+    dry = admin("gc", "--cache-dir", root, "--grace", "0", "--dry-run")
+    assert (dry.status, dry.stdout, dry.stderr) == (0, "would free 0 B (0 files)\n", "")
+    verified = admin("verify", "--cache-dir", root)
+    assert (verified.status, verified.stderr) == (0, ""), verified
+    assert verified.stdout.rstrip().endswith(": all good")
