@@ -262,15 +262,21 @@ def show_listing(output: Output, listing: Listing) -> None:
 
 
 def show_verify(output: Output, report: VerifyReport) -> None:
+    for text in report.warnings:
+        output.warn(text)
     for f in report.findings:
         where = f"moved to {f.quarantined}" if f.quarantined else "left: a fresh copy replaced it meanwhile"
         output.line(f"CORRUPT {f.kind} {f.name} ({f.registry}) {f.path}: {f.reason}; {where}", style="red")
     summary = f"checked {_plural(report.checked, 'file')} ({human_size(report.bytes)}): "
     if report.findings:
         summary += f"{len(report.findings)} corrupt"
+    elif report.warnings:
+        summary += "none corrupt"
     else:
         summary += "all good"
-    output.line(summary, style="red" if report.findings else "green")
+    if report.warnings:
+        summary += f", {_plural(len(report.warnings), 'warning')}"
+    output.line(summary, style="red" if report.findings else "yellow" if report.warnings else "green")
 
 
 # -- gc and purge ------------------------------------------------------------------
@@ -298,6 +304,9 @@ def show_gc(output: Output, report: GcReport, grace: float, dry_run: bool) -> No
             f"kept {_plural(report.kept_young, 'unreferenced file')} used within the grace period "
             f"({human_duration(grace)}; --grace 0 removes them)"
         )
+    if report.kept_unsure:
+        kept = _plural(report.kept_unsure, "unreferenced file")
+        output.line(f"kept {kept} that the tags warned about may need")
 
 
 def show_purge(output: Output, report: PurgeReport, grace: float, dry_run: bool) -> None:

@@ -139,6 +139,12 @@ class RegistryContent:
         official images under ``library/``, so ``alpine`` finds them."""
         return docker_hub_name(repository) if self.name == DOCKER_HUB_NAMESPACE else repository
 
+    def dangling(self, tags: Iterable[TagEntry]) -> list[tuple[TagEntry, TagRecord]]:
+        """Those of `tags` whose record names a manifest this registry does not hold."""
+        return [
+            (t, t.record) for t in tags if t.record is not None and t.record.digest not in self.manifests
+        ]
+
     def tag_roots(self, tags: Iterable[TagEntry]) -> list[Digest]:
         return [t.record.digest for t in tags if t.record is not None]
 

@@ -160,3 +160,30 @@ def test_a_clean_verify_leaves_running_mirrors_alone(cache: CacheBuilder) -> Non
     assert invoke("verify", "--cache-dir", cache.root).exit_code == 0
 
     assert cache.stamp() is None
+
+
+def test_a_tag_whose_manifest_is_not_cached_is_a_warning_not_a_corruption(cache: CacheBuilder) -> None:
+    image = cache.image("org/app", "1", os.urandom(10))
+    os.unlink(cache.manifest_path(image.top))
+
+    result = invoke("verify", "--cache-dir", cache.root)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: docker.io: tag org/app:1 names manifest {image.digest}, which is not in the cache; "
+        "the next pull of the tag fetches it, and until then gc keeps unreferenced content"
+    ]
+    assert result.stdout.splitlines()[-1] == "checked 2 files (74 B): none corrupt, 1 warning"
+    assert os.path.exists(cache.tag_path("org/app", "1"))
+
+
+def test_a_tag_whose_manifest_was_just_quarantined_is_warned_about(cache: CacheBuilder) -> None:
+    image = cache.image("org/app", "1", os.urandom(10))
+    flip_bit(cache.manifest_path(image.top))
+
+    result = invoke("verify", "--cache-dir", cache.root)
+
+    assert result.exit_code == 1
+    assert f"warning: docker.io: tag org/app:1 names manifest {image.digest}, which is not in the cache" in (
+        result.stderr
+    )
