@@ -139,6 +139,7 @@ def _scan(cache_dir: str, registry: str | None) -> Inventory:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mirrorproxy", prog_name="mirrorproxy", message="%(prog)s %(version)s")
 def main() -> None:
     """Inspect, check, clean and warm a mirrorproxy cache.
 
