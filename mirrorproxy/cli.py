@@ -242,20 +242,35 @@ def gc_command(cache_dir: str, registry: str | None, grace: float, dry_run: bool
 @click.argument("target", metavar="REPOSITORY[:TAG]")
 @click.option("--gc", "with_content", is_flag=True, help="Also remove what only these tags referenced.")
 @removal_options(grace_help="With --gc: keep content written or used more recently than this.")
+@click.option("--strict", is_flag=True, help="Exit 1 if there is nothing to purge (default: a note, exit 0).")
 @plain_errors
 def purge_command(
-    cache_dir: str, registry: str | None, target: str, with_content: bool, grace: float, dry_run: bool
+    cache_dir: str,
+    registry: str | None,
+    target: str,
+    with_content: bool,
+    grace: float,
+    dry_run: bool,
+    strict: bool,
 ) -> None:
     """Remove a tag, or every tag of a repository, from the cache.
 
     The next pull of it asks upstream again.  Without --gc, what the tags
-    referenced stays until `mirrorproxy gc`.
+    referenced stays until `mirrorproxy gc`.  Purging what is not in the
+    cache is done already: a note, exit 0 (exit 1 with --strict).
     """
     name = _parse(target, "REPOSITORY[:TAG]", default_tag=None, allow_digest=False)
     tag = name.reference if isinstance(name.reference, str) else None
     inventory = _scan(cache_dir, registry)
-    report = purge(inventory, name.repository, tag, grace, time.time(), with_content, dry_run)
-    display.show_purge(display.Output(), report, grace, dry_run)
+    output = display.Output()
+    try:
+        report = purge(inventory, name.repository, tag, grace, time.time(), with_content, dry_run)
+    except NothingToPurge as e:
+        if strict:
+            raise
+        output.note(f"{e}; nothing purged")
+        return
+    display.show_purge(output, report, grace, dry_run)
 
 
 @main.command(name="prefetch")

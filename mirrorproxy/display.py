@@ -78,6 +78,9 @@ class Output:
     def warn(self, text: str) -> None:
         self.err.print(f"warning: {text}", style="yellow")
 
+    def note(self, text: str) -> None:
+        self.err.print(f"note: {text}")
+
     def json(self, document: object) -> None:
         self.out.out(json.dumps(document, indent=2), highlight=False)
 

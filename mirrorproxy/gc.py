@@ -158,10 +158,11 @@ def purge(
         stamp_cache_changed(inventory.root)
     if not removed_tags:
         what = f"{repository}:{tag}" if tag else f"repository {repository}"
-        raise NothingToPurge(f"no {what} in the cache")
+        raise NothingToPurge(f"no {what} in the cache{inventory.full_name_hint(repository)}")
     if not with_content:
         return PurgeReport(tuple(removed_tags), None)
-    return PurgeReport(tuple(removed_tags), GcReport(tuple(removed), kept_young, tuple(warnings), kept_unsure))
+    collected = GcReport(tuple(removed), kept_young, tuple(warnings), kept_unsure)
+    return PurgeReport(tuple(removed_tags), collected)
 
 
 # -- selection --------------------------------------------------------------

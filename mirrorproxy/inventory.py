@@ -134,10 +134,14 @@ class RegistryContent:
             blobs.update(d.digest for d in found.blobs)
         return Closure(frozenset(manifests), frozenset(blobs), tuple(sorted(unreadable.items(), key=str)))
 
+    @property
+    def is_docker_hub(self) -> bool:
+        return self.name == DOCKER_HUB_NAMESPACE
+
     def canonical(self, repository: str) -> str:
         """A repository name as this registry's records hold it: Docker Hub's
         official images under ``library/``, so ``alpine`` finds them."""
-        return docker_hub_name(repository) if self.name == DOCKER_HUB_NAMESPACE else repository
+        return docker_hub_name(repository) if self.is_docker_hub else repository
 
     def dangling(self, tags: Iterable[TagEntry]) -> list[tuple[TagEntry, TagRecord]]:
         """Those of `tags` whose record names a manifest this registry does not hold."""
@@ -164,6 +168,25 @@ class Inventory:
     registries: list[RegistryContent]
     spool: Usage
     quarantine: Usage
+
+    def full_name_hint(self, repository: str) -> str:
+        """For a one-word name that found nothing: the registries other than
+        Docker Hub holding ``library/NAME``, which the operator may have meant."""
+        if "/" in repository:
+            return ""
+        full = f"library/{repository}"
+        holders = [
+            r.name
+            for r in self.registries
+            if not r.is_docker_hub and any(t.repository == full for t in r.tags)
+        ]
+        if not holders:
+            return ""
+        has = "has" if len(holders) == 1 else "have"
+        return (
+            f" ({', '.join(holders)} {has} {full}: only Docker Hub's one-word names mean library/, "
+            "so give the full name)"
+        )
 
 
 class UnknownRegistry(LookupError):

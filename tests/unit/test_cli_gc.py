@@ -190,14 +190,41 @@ def test_purge_dry_run_removes_nothing(cache: CacheBuilder) -> None:
     assert os.path.exists(cache.tag_path("org/app", "1")) and all_exist(paths(cache, image))
 
 
-def test_purging_what_is_not_there_is_an_error(cache: CacheBuilder) -> None:
+@pytest.mark.parametrize("target", ["org/app:2", "org/gone"])
+def test_purging_what_is_not_there_is_done_already(cache: CacheBuilder, target: str) -> None:
+    # Idempotent, so a script may purge and purge again.
+    cache.image("org/app", "1", os.urandom(10))
+    what = "repository org/gone" if target == "org/gone" else target
+
+    result = invoke("purge", target, "--gc", "--cache-dir", cache.root)
+
+    assert result.exit_code == 0, result.output
+    assert (result.stdout, result.stderr) == ("", f"note: no {what} in the cache; nothing purged\n")
+    assert os.path.exists(cache.tag_path("org/app", "1"))
+
+
+def test_purging_what_is_not_there_with_strict_is_an_error(cache: CacheBuilder) -> None:
     cache.image("org/app", "1", os.urandom(10))
 
-    missing_tag = invoke("purge", "org/app:2", "--cache-dir", cache.root)
+    missing_tag = invoke("purge", "org/app:2", "--strict", "--cache-dir", cache.root)
     assert missing_tag.exit_code == 1 and "no org/app:2 in the cache" in missing_tag.output
 
     bad = invoke("purge", "org/app@sha256:" + "0" * 64, "--cache-dir", cache.root)
     assert bad.exit_code == 2 and "digest is not allowed" in bad.output
+
+
+def test_purge_of_a_one_word_name_outside_docker_hub_says_to_name_it_in_full(cache: CacheBuilder) -> None:
+    local = CacheBuilder(cache.root, registry="registry.local_5000")
+    local.image("library/multi", "1", os.urandom(10))
+
+    result = invoke("purge", "multi:1", "--cache-dir", cache.root)
+
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "note: no multi:1 in the cache (registry.local_5000 has library/multi: only Docker Hub's "
+        "one-word names mean library/, so give the full name); nothing purged\n"
+    )
+    assert os.path.exists(local.tag_path("library/multi", "1"))
 
 
 def test_a_bad_grace_is_a_usage_error(cache: CacheBuilder) -> None:
