@@ -139,6 +139,12 @@ class ByteProgress:
         if self._progress is not None:
             self._progress.advance(self._task, count)
 
+    def warn(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(f"warning: {text}", style="yellow")
+        else:
+            self._output.warn(text)
+
     def log(self, text: str, style: str | None = None) -> None:
         if self._progress is not None:
             self._progress.console.print(text, style=style)
@@ -329,6 +335,9 @@ class PrefetchDisplay:
     """A PrefetchObserver that reports to a ByteProgress."""
 
     _progress: ByteProgress
+
+    def warned(self, text: str) -> None:
+        self._progress.warn(text)
 
     def resolved(self, plan: ImagePlan) -> None:
         platforms = f" for {', '.join(str(p) for p in plan.platforms)}" if plan.platforms else ""
