@@ -177,7 +177,7 @@ def stats_document(
         "spool": {"files": inventory.spool.files, "bytes": inventory.spool.bytes},
         "quarantine": {"files": inventory.quarantine.files, "bytes": inventory.quarantine.bytes},
     }
-    if metrics_url is not None:
+    if metrics_url is not None or isinstance(outcomes, str):
         metrics: dict[str, object] = {"url": metrics_url}
         if isinstance(outcomes, CacheOutcomes):
             metrics["outcomes"] = outcomes.counts
@@ -207,7 +207,10 @@ def show_stats(output: Output, document: dict[str, Any]) -> None:
     if metrics is None:
         return
     if "error" in metrics:
-        output.line(f"hit ratio: unknown, no metrics at {metrics['url']} ({metrics['error']})")
+        if metrics["url"] is None:
+            output.line(f"hit ratio: unknown, {metrics['error']}")
+        else:
+            output.line(f"hit ratio: unknown, no metrics at {metrics['url']} ({metrics['error']})")
         return
     counts = metrics["outcomes"]
     shown = ", ".join(f"{o} {counts.get(o, 0)}" for o in OUTCOMES)

@@ -15,7 +15,7 @@ service may be running.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import maybeDeferred
@@ -193,8 +193,12 @@ class UnknownRegistry(LookupError):
     """``--registry`` names no registry in this cache."""
 
 
-def scan(root: str, only_registry: str | None = None) -> Inventory:
-    """Read the cache at `root` (which must exist)."""
+def scan(
+    root: str, only_registry: str | None = None, configured: Sequence[str] | None = None
+) -> Inventory:
+    """Read the cache at `root` (which must exist): every registry it holds,
+    or `only_registry` (which must be there), or those of `configured` (the
+    directory names of a service's registries) it holds."""
     store = open_store(root)
     names = registry_names(root)
     if only_registry is not None:
@@ -202,6 +206,8 @@ def scan(root: str, only_registry: str | None = None) -> Inventory:
             known = ", ".join(names) or "none"
             raise UnknownRegistry(f"no registry {only_registry!r} in {root} (it has: {known})")
         names = [only_registry]
+    elif configured is not None:
+        names = [name for name in names if name in configured]
     return Inventory(
         root,
         [scan_registry(store, name) for name in names],

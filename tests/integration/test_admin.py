@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from .harness.oci import FOREIGN, HOST, Image, MiB, Platform
 from .harness.processes import child_env, free_port
 from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.registry import LogMark, UpstreamRegistry
+from .harness.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +46,11 @@ class Ran:
     stderr: str
 
 
-def admin(*args: str) -> Ran:
-    """``mirrorproxy ARGS...``, run as the operator would, in a process of its own."""
+def admin(*args: str, prefix: Sequence[str] = ()) -> Ran:
+    """``mirrorproxy ARGS...``, run as the operator would, in a process of its own
+    (through ``prefix``, a command that runs another, if given)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "mirrorproxy.cli", *args],
+        [*prefix, sys.executable, "-m", "mirrorproxy.cli", *args],
         capture_output=True,
         text=True,
         env=child_env(),
@@ -345,3 +347,51 @@ def test_after_purge_with_gc_under_a_running_mirror_the_next_pull_puts_everythin
     verified = admin("verify", "--cache-dir", root)
     assert (verified.status, verified.stderr) == (0, ""), verified
     assert verified.stdout.rstrip().endswith(": all good")
+
+
+def test_the_admin_command_reads_the_config_file_the_service_started_from(
+    two_platforms: Image, upstream: UpstreamRegistry, start_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    image = two_platforms
+    cache_dir = tmp_path / "cache"
+    metrics_port = free_port()
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text(
+        f'upstream = "{upstream.url}"\ncache-dir = "{cache_dir}"\n'
+        f'metrics-listen = ["tcp:{metrics_port}:interface=127.0.0.1"]\n'
+    )
+    mirror = start_mirror(cache_dir, options=["--config", str(config)])
+    assert admin("prefetch", image.reference, "--mirror", mirror.url).status == 0
+
+    listing = admin("ls", "--config", str(config))
+    stats = admin("stats", "--config", str(config), "--json")
+
+    assert listing.status == 0, listing
+    assert [image.name, image.tag, image.digest] in [line.split()[:3] for line in listing.stdout.splitlines()]
+    assert stats.status == 0, stats
+    metrics = json.loads(stats.stdout)["metrics"]
+    assert metrics["url"] == f"http://127.0.0.1:{metrics_port}/metrics"
+    assert metrics["outcomes"]["MISS"] == 1 + len(image.platforms) + len(image.blobs())
+
+
+def test_a_config_file_the_operator_may_not_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # As the service's config is kept: it holds credentials, so only its
+    # owner (root, or the service's user) may read it.
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text(
+        'cache-dir = "/var/cache/mirrorproxy"\n[upstream-credentials]\nusername = "u"\npassword = "p"\n'
+    )
+    config.chmod(0o000)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # Root reads any file: without these capabilities, only what its mode allows.
+        caps = "-dac_override,-dac_read_search"
+        prefix = [require_tool("setpriv", "util-linux"), f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+    ran = admin("ls", "--config", str(config), prefix=prefix)
+
+    assert ran.status == 2, ran
+    assert ran.stderr == (
+        f"Error: cannot read config file {config}: Permission denied; run this as a user who may read it "
+        "(root, or the service's), or give --cache-dir instead of --config\n"
+    )
