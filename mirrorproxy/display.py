@@ -78,6 +78,9 @@ class Output:
     def warn(self, text: str) -> None:
         self.err.print(f"warning: {text}", style="yellow")
 
+    def note(self, text: str) -> None:
+        self.err.print(f"note: {text}")
+
     def json(self, document: object) -> None:
         self.out.out(json.dumps(document, indent=2), highlight=False)
 
@@ -136,6 +139,12 @@ class ByteProgress:
         if self._progress is not None:
             self._progress.advance(self._task, count)
 
+    def warn(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(f"warning: {text}", style="yellow")
+        else:
+            self._output.warn(text)
+
     def log(self, text: str, style: str | None = None) -> None:
         if self._progress is not None:
             self._progress.console.print(text, style=style)
@@ -168,7 +177,7 @@ def stats_document(
         "spool": {"files": inventory.spool.files, "bytes": inventory.spool.bytes},
         "quarantine": {"files": inventory.quarantine.files, "bytes": inventory.quarantine.bytes},
     }
-    if metrics_url is not None:
+    if metrics_url is not None or isinstance(outcomes, str):
         metrics: dict[str, object] = {"url": metrics_url}
         if isinstance(outcomes, CacheOutcomes):
             metrics["outcomes"] = outcomes.counts
@@ -198,7 +207,10 @@ def show_stats(output: Output, document: dict[str, Any]) -> None:
     if metrics is None:
         return
     if "error" in metrics:
-        output.line(f"hit ratio: unknown, no metrics at {metrics['url']} ({metrics['error']})")
+        if metrics["url"] is None:
+            output.line(f"hit ratio: unknown, {metrics['error']}")
+        else:
+            output.line(f"hit ratio: unknown, no metrics at {metrics['url']} ({metrics['error']})")
         return
     counts = metrics["outcomes"]
     shown = ", ".join(f"{o} {counts.get(o, 0)}" for o in OUTCOMES)
@@ -262,15 +274,21 @@ def show_listing(output: Output, listing: Listing) -> None:
 
 
 def show_verify(output: Output, report: VerifyReport) -> None:
+    for text in report.warnings:
+        output.warn(text)
     for f in report.findings:
         where = f"moved to {f.quarantined}" if f.quarantined else "left: a fresh copy replaced it meanwhile"
         output.line(f"CORRUPT {f.kind} {f.name} ({f.registry}) {f.path}: {f.reason}; {where}", style="red")
     summary = f"checked {_plural(report.checked, 'file')} ({human_size(report.bytes)}): "
     if report.findings:
         summary += f"{len(report.findings)} corrupt"
+    elif report.warnings:
+        summary += "none corrupt"
     else:
         summary += "all good"
-    output.line(summary, style="red" if report.findings else "green")
+    if report.warnings:
+        summary += f", {_plural(len(report.warnings), 'warning')}"
+    output.line(summary, style="red" if report.findings else "yellow" if report.warnings else "green")
 
 
 # -- gc and purge ------------------------------------------------------------------
@@ -298,6 +316,9 @@ def show_gc(output: Output, report: GcReport, grace: float, dry_run: bool) -> No
             f"kept {_plural(report.kept_young, 'unreferenced file')} used within the grace period "
             f"({human_duration(grace)}; --grace 0 removes them)"
         )
+    if report.kept_unsure:
+        kept = _plural(report.kept_unsure, "unreferenced file")
+        output.line(f"kept {kept} that the tags warned about may need")
 
 
 def show_purge(output: Output, report: PurgeReport, grace: float, dry_run: bool) -> None:
@@ -317,6 +338,9 @@ class PrefetchDisplay:
     """A PrefetchObserver that reports to a ByteProgress."""
 
     _progress: ByteProgress
+
+    def warned(self, text: str) -> None:
+        self._progress.warn(text)
 
     def resolved(self, plan: ImagePlan) -> None:
         platforms = f" for {', '.join(str(p) for p in plan.platforms)}" if plan.platforms else ""

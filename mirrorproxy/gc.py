@@ -17,6 +17,14 @@ Both are safe while the service runs:
   race can do is cost one upstream fetch, never serve a wrong byte.
 - Directories are left in place: the service's commit creates a directory
   and then renames into it, and removing one in between would fail its write.
+
+A tag whose target cannot be known keeps every unreferenced file it might
+need: one whose record names a manifest the cache does not hold (a HEAD
+taught the mirror the tag, or the manifest went since), one whose record
+cannot be read, one whose manifest cannot be followed.  Nothing tells which
+blobs such a tag needs, so gc removes none that no tag reaches (and, unless
+the tag names an image manifest, no such manifest either) and names the tag;
+pulling or purging it lets the next gc judge them.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections.abc import Iterable
 from attrs import frozen
 
 from .inventory import (
+    BLOB,
     MANIFEST,
     TAG,
     TYPE_SUFFIX,
@@ -36,10 +45,13 @@ from .inventory import (
     RegistryContent,
     TagEntry,
 )
+from .mediatypes import DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_MANIFEST
 from .store import stamp_cache_changed
 
 DEFAULT_GRACE = 3600.0
 TYPE = "type"
+# What an image manifest can refer to: blobs, never other manifests.
+_IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 
 
 @frozen
@@ -58,9 +70,10 @@ class GcReport:
     removed: tuple[Removal, ...]
     # Unreferenced, but written or used within the grace period.
     kept_young: int
-    # Why some content may have lost its protection: manifests that could
-    # not be followed, tag records that could not be read.
+    # Tags whose target cannot be known, and what that keeps.
     warnings: tuple[str, ...]
+    # Unreferenced, but kept for those tags.
+    kept_unsure: int = 0
 
     @property
     def freed(self) -> int:
@@ -84,13 +97,15 @@ class NothingToPurge(LookupError):
 def collect(inventory: Inventory, grace: float, now: float, dry_run: bool = False) -> GcReport:
     """Remove every manifest and blob no tag reaches, if older than `grace`."""
     removed: list[Removal] = []
-    kept_young = 0
+    kept_young = kept_unsure = 0
     warnings: list[str] = []
     for registry in inventory.registries:
         live = registry.closure(registry.tag_roots(registry.tags))
-        warnings += _warnings(registry, live, registry.tags)
+        unsure = _unsure(registry, live, registry.tags)
+        warnings += unsure.warnings
         dead = [f for f in registry.content() if not _holds(live, f)]
-        gone, young = _sweep(dead, grace, now, dry_run)
+        kept_unsure += sum(1 for f in dead if f.kind in unsure.kinds)
+        gone, young = _sweep([f for f in dead if f.kind not in unsure.kinds], grace, now, dry_run)
         removed += gone
         kept_young += young
         gone, young = _sweep_types(registry.orphan_types, grace, now, dry_run)
@@ -98,7 +113,7 @@ def collect(inventory: Inventory, grace: float, now: float, dry_run: bool = Fals
         kept_young += young
     if removed and not dry_run:
         stamp_cache_changed(inventory.root)
-    return GcReport(tuple(removed), kept_young, tuple(warnings))
+    return GcReport(tuple(removed), kept_young, tuple(warnings), kept_unsure)
 
 
 def purge(
@@ -115,7 +130,7 @@ def purge(
     `grace`."""
     removed_tags: list[Removal] = []
     removed: list[Removal] = []
-    kept_young = 0
+    kept_young = kept_unsure = 0
     warnings: list[str] = []
     for registry in inventory.registries:
         purged = _select(registry, repository, tag)
@@ -127,10 +142,13 @@ def purge(
         remaining = [t for t in registry.tags if t not in purged]
         reached = registry.closure(registry.tag_roots(purged))
         kept = registry.closure(registry.tag_roots(remaining))
-        warnings += _warnings(registry, kept, remaining)
+        unsure = _unsure(registry, kept, remaining)
+        warnings += unsure.warnings
         only_purged = [
             f for f in registry.content() if _holds(reached, f) and not _holds(kept, f)
         ]
+        kept_unsure += sum(1 for f in only_purged if f.kind in unsure.kinds)
+        only_purged = [f for f in only_purged if f.kind not in unsure.kinds]
         gone, young = _sweep(only_purged, grace, now, dry_run)
         removed += gone
         kept_young += young
@@ -140,9 +158,11 @@ def purge(
         stamp_cache_changed(inventory.root)
     if not removed_tags:
         what = f"{repository}:{tag}" if tag else f"repository {repository}"
-        raise NothingToPurge(f"no {what} in the cache")
-    report = GcReport(tuple(removed), kept_young, tuple(warnings)) if with_content else None
-    return PurgeReport(tuple(removed_tags), report)
+        raise NothingToPurge(f"no {what} in the cache{inventory.full_name_hint(repository)}")
+    if not with_content:
+        return PurgeReport(tuple(removed_tags), None)
+    collected = GcReport(tuple(removed), kept_young, tuple(warnings), kept_unsure)
+    return PurgeReport(tuple(removed_tags), collected)
 
 
 # -- selection --------------------------------------------------------------
@@ -163,19 +183,40 @@ def _holds(closure: Closure, found: ContentFile) -> bool:
     return found.digest in closure.blobs
 
 
-def _warnings(registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]) -> list[str]:
-    out = [
-        f"{registry.name}: manifest {digest} cannot be followed ({why}); "
-        "what it references is not kept by it"
-        for digest, why in live.unreadable
-    ]
-    out += [
-        f"{registry.name}: tag record {t.reference} is unreadable ({t.problem}); "
-        "what it pointed at is not kept by it"
-        for t in tags
-        if t.problem is not None
-    ]
-    return out
+@frozen
+class _Unsure:
+    """What tags whose target cannot be known keep: content of `kinds`, and why."""
+
+    kinds: frozenset[str]
+    warnings: tuple[str, ...]
+
+
+def _unsure(registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]) -> _Unsure:
+    kinds: set[str] = set()
+    warnings: list[str] = []
+    everything = "unreferenced manifests and blobs are kept"
+    for digest, why in live.unreadable:
+        kinds |= {MANIFEST, BLOB}
+        warnings.append(
+            f"{registry.name}: manifest {digest} cannot be followed ({why}); {everything}, "
+            "as they may be what it references (mirrorproxy verify checks it)"
+        )
+    for entry in tags:
+        if entry.problem is not None:
+            kinds |= {MANIFEST, BLOB}
+            warnings.append(
+                f"{registry.name}: tag record {entry.reference} is unreadable ({entry.problem}); "
+                f"{everything}, as they may be what it names (mirrorproxy verify moves it to quarantine)"
+            )
+    for entry, record in registry.dangling(tags):
+        image = record.media_type in _IMAGE_MANIFESTS
+        kinds |= {BLOB} if image else {MANIFEST, BLOB}
+        what = "unreferenced blobs are kept" if image else everything
+        warnings.append(
+            f"{registry.name}: tag {entry.reference} names manifest {record.digest}, which is not "
+            f"in the cache; {what}, as they may be its (pull or purge the tag, then gc again)"
+        )
+    return _Unsure(frozenset(kinds), tuple(warnings))
 
 
 # -- removal ------------------------------------------------------------------

@@ -15,7 +15,7 @@ service may be running.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import maybeDeferred
@@ -134,10 +134,20 @@ class RegistryContent:
             blobs.update(d.digest for d in found.blobs)
         return Closure(frozenset(manifests), frozenset(blobs), tuple(sorted(unreadable.items(), key=str)))
 
+    @property
+    def is_docker_hub(self) -> bool:
+        return self.name == DOCKER_HUB_NAMESPACE
+
     def canonical(self, repository: str) -> str:
         """A repository name as this registry's records hold it: Docker Hub's
         official images under ``library/``, so ``alpine`` finds them."""
-        return docker_hub_name(repository) if self.name == DOCKER_HUB_NAMESPACE else repository
+        return docker_hub_name(repository) if self.is_docker_hub else repository
+
+    def dangling(self, tags: Iterable[TagEntry]) -> list[tuple[TagEntry, TagRecord]]:
+        """Those of `tags` whose record names a manifest this registry does not hold."""
+        return [
+            (t, t.record) for t in tags if t.record is not None and t.record.digest not in self.manifests
+        ]
 
     def tag_roots(self, tags: Iterable[TagEntry]) -> list[Digest]:
         return [t.record.digest for t in tags if t.record is not None]
@@ -159,13 +169,36 @@ class Inventory:
     spool: Usage
     quarantine: Usage
 
+    def full_name_hint(self, repository: str) -> str:
+        """For a one-word name that found nothing: the registries other than
+        Docker Hub holding ``library/NAME``, which the operator may have meant."""
+        if "/" in repository:
+            return ""
+        full = f"library/{repository}"
+        holders = [
+            r.name
+            for r in self.registries
+            if not r.is_docker_hub and any(t.repository == full for t in r.tags)
+        ]
+        if not holders:
+            return ""
+        has = "has" if len(holders) == 1 else "have"
+        return (
+            f" ({', '.join(holders)} {has} {full}: only Docker Hub's one-word names mean library/, "
+            "so give the full name)"
+        )
+
 
 class UnknownRegistry(LookupError):
     """``--registry`` names no registry in this cache."""
 
 
-def scan(root: str, only_registry: str | None = None) -> Inventory:
-    """Read the cache at `root` (which must exist)."""
+def scan(
+    root: str, only_registry: str | None = None, configured: Sequence[str] | None = None
+) -> Inventory:
+    """Read the cache at `root` (which must exist): every registry it holds,
+    or `only_registry` (which must be there), or those of `configured` (the
+    directory names of a service's registries) it holds."""
     store = open_store(root)
     names = registry_names(root)
     if only_registry is not None:
@@ -173,6 +206,8 @@ def scan(root: str, only_registry: str | None = None) -> Inventory:
             known = ", ".join(names) or "none"
             raise UnknownRegistry(f"no registry {only_registry!r} in {root} (it has: {known})")
         names = [only_registry]
+    elif configured is not None:
+        names = [name for name in names if name in configured]
     return Inventory(
         root,
         [scan_registry(store, name) for name in names],

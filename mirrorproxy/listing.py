@@ -62,7 +62,8 @@ def list_cache(inventory: Inventory, repository: str | None = None) -> Listing:
         listed = [t for entries in by_repository.values() for t in entries]
         total += registry.size_of(registry.closure(registry.tag_roots(listed)))
     if repository is not None and not repositories:
-        raise UnknownRepository(f"no tags of {repository!r} in the cache")
+        hint = inventory.full_name_hint(repository)
+        raise UnknownRepository(f"no tags of {repository!r} in the cache{hint}")
     return Listing(tuple(repositories), total)
 
 

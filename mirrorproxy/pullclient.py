@@ -56,6 +56,8 @@ class BlobReceived:
     size: int
     # The mirror's X-Cache: HIT, MISS or JOIN.
     outcome: str
+    # The bytes, when asked to keep them and there were few enough.
+    body: bytes | None = field(default=None, repr=False)
 
 
 def _checked_url(url: str) -> str:
@@ -106,8 +108,10 @@ class MirrorClient:
         digest: Digest,
         size: int,
         on_bytes: Callable[[int], None] = lambda n: None,
+        keep: int = 0,
     ) -> BlobReceived:
-        """GET a blob, hash it as it streams, drop the bytes.
+        """GET a blob, hash it as it streams, drop the bytes (or return them,
+        if there are at most `keep`).
 
         `size` is the descriptor's (-1: unknown); both it and the digest
         must match what arrives.
@@ -120,11 +124,16 @@ class MirrorClient:
                 body = response.read(_ERROR_BODY_LIMIT)
                 raise PullFailed(f"{what}: {_error_text(response.status, body)}")
             hasher, received = hashlib.sha256(), 0
+            kept: list[bytes] | None = [] if keep > 0 else None
             try:
                 while chunk := response.read(CHUNK):
                     hasher.update(chunk)
                     received += len(chunk)
                     on_bytes(len(chunk))
+                    if kept is not None:
+                        kept.append(chunk)
+                        if received > keep:
+                            kept = None
             except (OSError, http.client.HTTPException) as e:
                 raise PullFailed(f"{what}: broken off after {received} bytes: {_describe(e)}") from None
             outcome = response.getheader("X-Cache") or "-"
@@ -134,7 +143,7 @@ class MirrorClient:
             raise PullFailed(f"{what}: {received} bytes, the manifest says {size}")
         if hasher.hexdigest() != digest.hex:
             raise PullFailed(f"{what}: body hashes to sha256:{hasher.hexdigest()}")
-        return BlobReceived(received, outcome)
+        return BlobReceived(received, outcome, b"".join(kept) if kept is not None else None)
 
     # -- HTTP -----------------------------------------------------------------
 

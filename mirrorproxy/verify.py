@@ -8,6 +8,11 @@ cache directory, so it is atomic, and is made only if the path still holds
 the very file that was judged: the service may have put a fresh copy there
 meanwhile.
 
+A tag record naming a manifest the cache does not hold is not corrupt (a
+HEAD teaches the mirror a tag without its manifest, and a quarantine leaves
+the tag behind), but it is worth a warning: until the tag is pulled again, gc
+cannot tell what it needs and keeps whatever no tag reaches.
+
 Files are hashed in a thread pool, a chunk at a time (hashlib releases the
 GIL on large updates, so the threads overlap), never a whole file in memory.
 """
@@ -62,6 +67,8 @@ class VerifyReport:
     # Files gone between the listing and their check (the service evicted
     # or replaced them); not a fault.
     vanished: int
+    # Tags naming a manifest the cache does not hold.
+    warnings: tuple[str, ...] = ()
 
 
 @frozen
@@ -101,7 +108,25 @@ def verify(
                 findings.append(_quarantine_tag(inventory.root, entry))
     if any(f.quarantined for f in findings):
         stamp_cache_changed(inventory.root)
-    return VerifyReport(checked, hashed, tuple(findings), vanished)
+    warnings = _tags_without_manifest(inventory, findings)
+    return VerifyReport(checked, hashed, tuple(findings), vanished, tuple(warnings))
+
+
+def _tags_without_manifest(inventory: Inventory, findings: list[Finding]) -> list[str]:
+    moved = {(f.registry, f.name) for f in findings if f.kind == MANIFEST and f.quarantined}
+    warnings = []
+    for registry in inventory.registries:
+        for entry in registry.tags:
+            record = entry.record
+            if record is None:
+                continue
+            if record.digest in registry.manifests and (registry.name, str(record.digest)) not in moved:
+                continue
+            warnings.append(
+                f"{registry.name}: tag {entry.reference} names manifest {record.digest}, which is not in "
+                "the cache; the next pull of the tag fetches it, and until then gc keeps unreferenced content"
+            )
+    return warnings
 
 
 def quarantine_path(root: str, registry: str, path: str) -> str:

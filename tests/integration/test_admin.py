@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from .harness.oci import FOREIGN, HOST, Image, MiB, Platform
 from .harness.processes import child_env, free_port
 from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.registry import LogMark, UpstreamRegistry
+from .harness.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +46,11 @@ class Ran:
     stderr: str
 
 
-def admin(*args: str) -> Ran:
-    """``mirrorproxy ARGS...``, run as the operator would, in a process of its own."""
+def admin(*args: str, prefix: Sequence[str] = ()) -> Ran:
+    """``mirrorproxy ARGS...``, run as the operator would, in a process of its own
+    (through ``prefix``, a command that runs another, if given)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "mirrorproxy.cli", *args],
+        [*prefix, sys.executable, "-m", "mirrorproxy.cli", *args],
         capture_output=True,
         text=True,
         env=child_env(),
@@ -295,3 +297,101 @@ def test_stats_reads_the_hit_ratio_from_a_running_mirrors_metrics(
     answered = 2 * (1 + len(image.platforms) + len(image.blobs()))
     ratio = json.loads(stats.stdout)["metrics"]["hitRatio"]
     assert ratio == pytest.approx(0.5, abs=1 / answered)
+
+
+def test_after_purge_with_gc_under_a_running_mirror_the_next_pull_puts_everything_back(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_mirror: MirrorFactory,
+    unique: Callable[[str], str],
+) -> None:
+    # The report: after `purge library/multi --gc --grace 0` the next pull
+    # was a MISS yet wrote no manifest (the mirror trusted the body it held
+    # in memory), so `ls` showed no size, `gc` would have collected the live
+    # tag's blobs, and `verify` saw nothing wrong.
+    image = publisher.image(
+        f"library/{unique('multi')}", "1", {HOST: (400_000, 100_000), FOREIGN: (300_000,)}
+    )
+    mirror = start_mirror()
+    assert admin("prefetch", image.reference, "--mirror", mirror.url).status == 0
+    cache = Cache.of(mirror, upstream)
+    root = str(cache.root)
+    files = cache.files_of(image)
+    assert all(f.exists() for f in files)
+
+    purged = admin("purge", image.reference, "--gc", "--grace", "0", "--cache-dir", root)
+    purged_at = time.monotonic()
+    assert purged.status == 0, purged
+    assert not any(f.exists() for f in files)
+
+    # The documented promise: a running mirror looks at cache-stamp at most
+    # TAGS_STAMP_INTERVAL apart, so a pull that long after the purge sees it.
+    time.sleep(max(0.0, purged_at + TAGS_STAMP_INTERVAL - time.monotonic()))
+    mark = upstream.mark()
+    again = admin("prefetch", image.reference, "--mirror", mirror.url)
+
+    assert again.status == 0, again
+    assert upstream.fetches(f"/v2/{image.name}/manifests/{image.tag}", mark) == 1
+    assert [f for f in files if not f.exists()] == []
+    content = (
+        index_size(mirror, image)
+        + sum(p.manifest.size for p in image.platforms)
+        + sum(b.size for b in image.blobs())
+    )
+    listing = admin("ls", image.name, "--cache-dir", root)
+    (row,) = [line.split() for line in listing.stdout.splitlines() if line.startswith(image.name)]
+    assert row[:3] == [image.name, image.tag, image.digest]
+    assert " ".join(row[3:]) == human_size(content)
+    dry = admin("gc", "--cache-dir", root, "--grace", "0", "--dry-run")
+    assert (dry.status, dry.stdout, dry.stderr) == (0, "would free 0 B (0 files)\n", "")
+    verified = admin("verify", "--cache-dir", root)
+    assert (verified.status, verified.stderr) == (0, ""), verified
+    assert verified.stdout.rstrip().endswith(": all good")
+
+
+def test_the_admin_command_reads_the_config_file_the_service_started_from(
+    two_platforms: Image, upstream: UpstreamRegistry, start_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    image = two_platforms
+    cache_dir = tmp_path / "cache"
+    metrics_port = free_port()
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text(
+        f'upstream = "{upstream.url}"\ncache-dir = "{cache_dir}"\n'
+        f'metrics-listen = ["tcp:{metrics_port}:interface=127.0.0.1"]\n'
+    )
+    mirror = start_mirror(cache_dir, options=["--config", str(config)])
+    assert admin("prefetch", image.reference, "--mirror", mirror.url).status == 0
+
+    listing = admin("ls", "--config", str(config))
+    stats = admin("stats", "--config", str(config), "--json")
+
+    assert listing.status == 0, listing
+    assert [image.name, image.tag, image.digest] in [line.split()[:3] for line in listing.stdout.splitlines()]
+    assert stats.status == 0, stats
+    metrics = json.loads(stats.stdout)["metrics"]
+    assert metrics["url"] == f"http://127.0.0.1:{metrics_port}/metrics"
+    assert metrics["outcomes"]["MISS"] == 1 + len(image.platforms) + len(image.blobs())
+
+
+def test_a_config_file_the_operator_may_not_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # As the service's config is kept: it holds credentials, so only its
+    # owner (root, or the service's user) may read it.
+    config = tmp_path / "mirrorproxy.toml"
+    config.write_text(
+        'cache-dir = "/var/cache/mirrorproxy"\n[upstream-credentials]\nusername = "u"\npassword = "p"\n'
+    )
+    config.chmod(0o000)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # Root reads any file: without these capabilities, only what its mode allows.
+        caps = "-dac_override,-dac_read_search"
+        prefix = [require_tool("setpriv", "util-linux"), f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+    ran = admin("ls", "--config", str(config), prefix=prefix)
+
+    assert ran.status == 2, ran
+    assert ran.stderr == (
+        f"Error: cannot read config file {config}: Permission denied; run this as a user who may read it "
+        "(root, or the service's), or give --cache-dir instead of --config\n"
+    )

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from mirrorproxy.mediatypes import OCI_INDEX, OCI_MANIFEST
 from mirrorproxy.names import Digest
-from mirrorproxy.store import FilesystemStore, TagRecord
+from mirrorproxy.store import CACHE_STAMP, FilesystemStore, TagRecord
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -163,6 +163,14 @@ class CacheBuilder:
 
     def tag_path(self, repository: str, tag: str) -> str:
         return self.store.tag_path(self.registry, repository, tag)
+
+    def stamp(self) -> bytes | None:
+        """What running mirrors read to learn that an admin command removed files."""
+        try:
+            with open(os.path.join(self.root, CACHE_STAMP), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
 
     def age(self, path: str, seconds: float) -> None:
         """Make a file look `seconds` old (written or used that long ago)."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mirrorproxy.display import human_size
+
 from .cachebuilder import CacheBuilder
 from .clirunner import invoke, invoke_json
 
@@ -75,6 +77,33 @@ def test_a_repository_argument_lists_only_it_and_knows_docker_hubs_library_rule(
         assert result.exit_code == 0, result.output
         assert str(alpine.digest) in result.stdout
         assert "org/tool" not in result.stdout
+
+
+def test_ls_multi_on_docker_hub_lists_library_multi(cache: CacheBuilder) -> None:
+    platforms = {"linux/amd64": [os.urandom(10)], "linux/arm64": [os.urandom(10)]}
+    multi = cache.index("library/multi", "latest", platforms)
+
+    result = invoke("ls", "multi", "--cache-dir", cache.root)
+
+    assert result.exit_code == 0, result.output
+    row = result.stdout.splitlines()[1].split()
+    assert row == ["library/multi", "latest", str(multi.digest), *human_size(multi.size).split()]
+
+
+def test_ls_of_a_one_word_name_outside_docker_hub_says_to_name_it_in_full(cache: CacheBuilder) -> None:
+    # Only Docker Hub's clients and mirror put one-word names under library/;
+    # another registry's library/multi is not multi.
+    local = CacheBuilder(cache.root, registry="registry.local_5000")
+    local.image("library/multi", "latest", os.urandom(10))
+
+    result = invoke("ls", "multi", "--cache-dir", cache.root)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: no tags of 'multi' in the cache (registry.local_5000 has library/multi: only Docker "
+        "Hub's one-word names mean library/, so give the full name)\n"
+    )
+    assert invoke("ls", "library/multi", "--cache-dir", cache.root).exit_code == 0
 
 
 def test_a_tag_whose_manifest_is_not_cached_shows_no_size(cache: CacheBuilder) -> None:

@@ -95,8 +95,22 @@ class Registry:
             self.server.answers[f"/v2/{self.name}/manifests/{tag}"] = answer
         return {"mediaType": media_type, "digest": digest(body), "size": len(body)}
 
-    def image(self, *sizes: int, tag: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        blobs = [self.blob(64)] + [self.blob(size) for size in sizes]
+    def config(self, platform: str) -> dict[str, Any]:
+        """An image config saying what platform the image is for."""
+        os_name, architecture, *variant = platform.split("/")
+        document = {"os": os_name, "architecture": architecture, "rootfs": {"type": "layers"}}
+        if variant:
+            document["variant"] = variant[0]
+        data = json.dumps(document).encode()
+        self.server.answers[f"/v2/{self.name}/blobs/{digest(data)}"] = Answer(200, {"X-Cache": "MISS"}, data)
+        media_type = "application/vnd.oci.image.config.v1+json"
+        return {"mediaType": media_type, "digest": digest(data), "size": len(data)}
+
+    def image(
+        self, *sizes: int, tag: str | None = None, platform: str | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        config = self.config(platform) if platform is not None else self.blob(64)
+        blobs = [config] + [self.blob(size) for size in sizes]
         document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blobs[0], "layers": blobs[1:]}
         return self.manifest(document, OCI_MANIFEST, tag), blobs
 
@@ -172,16 +186,83 @@ def test_a_platform_the_image_lacks_fails_that_image_only(mirror: StaticServer) 
     amd64, _ = registry.image(10)
     registry.index("1", [(amd64, {"os": "linux", "architecture": "amd64"})])
     other = Registry(mirror, "org/other")
-    other.image(10, tag="1")
+    other.image(10, tag="1", platform="linux/s390x")
 
     result = invoke(
         "prefetch", "org/app:1", "org/other:1", "--platform", "linux/s390x", "--mirror", mirror.url
     )
 
     assert result.exit_code == 1
-    assert "FAILED org/app:1: org/app:1: no manifest for linux/s390x (it has: linux/amd64)" in result.stdout
+    assert result.stderr == "warning: org/app:1 has no linux/s390x (it has: linux/amd64)\n"
+    assert "FAILED org/app:1: nothing to pull for linux/s390x" in result.stdout.splitlines()
     assert "pulled org/other:1" in result.stdout
     assert result.stdout.splitlines()[-1] == "1 image pulled, 1 failed"
+    assert not any("/org/app/blobs/" in p for p in mirror.paths())
+
+
+def test_a_platform_some_images_lack_is_a_warning_when_another_named_one_is_pulled(
+    mirror: StaticServer,
+) -> None:
+    registry = Registry(mirror)
+    amd64, _ = registry.image(3000)
+    arm64, arm64_blobs = registry.image(5000)
+    registry.index(
+        "1",
+        [
+            (amd64, {"os": "linux", "architecture": "amd64"}),
+            (arm64, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+        ],
+    )
+
+    platforms = ["--platform", "linux/s390x", "--platform", "linux/arm64"]
+    result = invoke("prefetch", "org/app:1", *platforms, "--mirror", mirror.url)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "warning: org/app:1 has no linux/s390x (it has: linux/amd64, linux/arm64/v8)\n"
+    assert blob_gets(mirror) == {b["digest"] for b in arm64_blobs}
+    assert result.stdout.splitlines()[-1] == "1 image pulled, 0 failed"
+
+
+def test_a_single_platform_image_of_another_platform_is_not_pulled(mirror: StaticServer) -> None:
+    # Its platform is in its config, the one blob fetched to learn it.
+    registry = Registry(mirror)
+    _, blobs = registry.image(3000, 4000, tag="1", platform="linux/amd64")
+
+    result = invoke("prefetch", "org/app:1", "--platform", "linux/s390x", "--mirror", mirror.url)
+
+    assert result.exit_code == 1
+    assert result.stderr == "warning: org/app:1 has no linux/s390x (it has: linux/amd64)\n"
+    assert "FAILED org/app:1: nothing to pull for linux/s390x" in result.stdout.splitlines()
+    assert blob_gets(mirror) == {blobs[0]["digest"]}
+
+
+def test_a_single_platform_image_of_the_named_platform_is_pulled_once(mirror: StaticServer) -> None:
+    registry = Registry(mirror)
+    _, blobs = registry.image(3000, tag="1", platform="linux/arm64/v8")
+
+    result = invoke("prefetch", "org/app:1", "--platform", "linux/arm64", "--mirror", mirror.url)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert sorted(p.rsplit("/", 1)[1] for p in mirror.paths() if "/blobs/" in p) == sorted(
+        b["digest"] for b in blobs
+    )
+    assert "pulled org/app:1: 2 blobs" in result.stdout and "(MISS 2)" in result.stdout
+
+
+def test_a_single_platform_image_whose_config_does_not_say_is_pulled_with_a_warning(
+    mirror: StaticServer,
+) -> None:
+    registry = Registry(mirror)
+    _, blobs = registry.image(3000, tag="1")  # a config of random bytes
+
+    result = invoke("prefetch", "org/app:1", "--platform", "linux/amd64", "--mirror", mirror.url)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "warning: org/app:1: cannot tell its platform (its config is not JSON); pulled it all the same\n"
+    )
+    assert blob_gets(mirror) == {b["digest"] for b in blobs}
 
 
 def test_a_blob_shared_by_two_images_is_pulled_once(mirror: StaticServer) -> None:

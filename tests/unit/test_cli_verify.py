@@ -137,3 +137,53 @@ def test_a_file_that_vanishes_is_not_corrupt(cache: CacheBuilder) -> None:
     report = verify(inventory)
 
     assert report.findings == () and report.vanished == 1
+
+
+@pytest.mark.parametrize("kind", ["blob", "manifest", "tag"])
+def test_a_quarantine_tells_running_mirrors(cache: CacheBuilder, kind: str) -> None:
+    # A mirror holding the manifest or tag record in memory would go on
+    # answering from it, and never write back the file verify moved away.
+    image = cache.image("org/app", "1", os.urandom(10))
+    if kind == "tag":
+        Path(cache.tag_path("org/app", "1")).write_bytes(b"{")
+    else:
+        flip_bit(cache.blob_path(image.blobs[1]) if kind == "blob" else cache.manifest_path(image.top))
+
+    assert invoke("verify", "--cache-dir", cache.root).exit_code == 1
+
+    assert cache.stamp() is not None
+
+
+def test_a_clean_verify_leaves_running_mirrors_alone(cache: CacheBuilder) -> None:
+    cache.image("org/app", "1", os.urandom(10))
+
+    assert invoke("verify", "--cache-dir", cache.root).exit_code == 0
+
+    assert cache.stamp() is None
+
+
+def test_a_tag_whose_manifest_is_not_cached_is_a_warning_not_a_corruption(cache: CacheBuilder) -> None:
+    image = cache.image("org/app", "1", os.urandom(10))
+    os.unlink(cache.manifest_path(image.top))
+
+    result = invoke("verify", "--cache-dir", cache.root)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: docker.io: tag org/app:1 names manifest {image.digest}, which is not in the cache; "
+        "the next pull of the tag fetches it, and until then gc keeps unreferenced content"
+    ]
+    assert result.stdout.splitlines()[-1] == "checked 2 files (74 B): none corrupt, 1 warning"
+    assert os.path.exists(cache.tag_path("org/app", "1"))
+
+
+def test_a_tag_whose_manifest_was_just_quarantined_is_warned_about(cache: CacheBuilder) -> None:
+    image = cache.image("org/app", "1", os.urandom(10))
+    flip_bit(cache.manifest_path(image.top))
+
+    result = invoke("verify", "--cache-dir", cache.root)
+
+    assert result.exit_code == 1
+    assert f"warning: docker.io: tag org/app:1 names manifest {image.digest}, which is not in the cache" in (
+        result.stderr
+    )
