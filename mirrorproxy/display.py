@@ -164,7 +164,7 @@ def stats_document(
             {
                 "name": r.name,
                 "repositories": len({t.repository for t in r.tags}),
-                "tags": len(r.tags),
+                "tags": sum(1 for t in r.tags if t.variant is None),
                 "manifests": {"count": len(r.manifests), "bytes": sum(m.size for m in r.manifests.values())},
                 "blobs": {"count": len(r.blobs), "bytes": sum(b.size for b in r.blobs.values())},
             }

@@ -227,7 +227,8 @@ def _remove_tags(entries: list[TagEntry], dry_run: bool) -> list[Removal]:
     for entry in entries:
         size = _remove(entry.path, dry_run)
         if size is not None:
-            removed.append(Removal(entry.registry, TAG, entry.reference, entry.path, size))
+            name = entry.reference + (" (a narrower Accept's answer)" if entry.variant else "")
+            removed.append(Removal(entry.registry, TAG, name, entry.path, size))
     return removed
 
 

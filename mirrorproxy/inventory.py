@@ -61,7 +61,11 @@ class ContentFile:
 
 @frozen
 class TagEntry:
-    """A tag record file; `record` is None when it cannot be read."""
+    """A tag record file; `record` is None when it cannot be read.
+
+    `variant` is set for the record of a narrower client's answer (one that
+    takes no index, say), kept beside the tag's own: it keeps its manifest
+    alive and goes with the tag, but is not listed as a tag of its own."""
 
     registry: str
     repository: str
@@ -69,6 +73,7 @@ class TagEntry:
     path: str
     record: TagRecord | None
     problem: str | None = None
+    variant: str | None = None
 
     @property
     def reference(self) -> str:
@@ -302,21 +307,24 @@ def _tags(store: FilesystemStore, registry: str) -> Iterator[TagEntry]:
             continue
         subdirectories.clear()
         repository = os.path.relpath(os.path.dirname(directory), top).replace(os.sep, "/")
-        for tag in sorted(files):
-            path = os.path.join(directory, tag)
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            tag, _, variant = name.partition("@")
             try:
                 parse_name(repository)
                 parse_tag(tag)
             except (NameInvalid, TagInvalid):
                 continue
-            if store.tag_path(registry, repository, tag) != path:
+            if store.tag_path(registry, repository, tag, variant or None) != path:
                 continue
-            entry = read_tag_entry(registry, repository, tag, path)
+            entry = read_tag_entry(registry, repository, tag, path, variant or None)
             if entry is not None:
                 yield entry
 
 
-def read_tag_entry(registry: str, repository: str, tag: str, path: str) -> TagEntry | None:
+def read_tag_entry(
+    registry: str, repository: str, tag: str, path: str, variant: str | None = None
+) -> TagEntry | None:
     """A tag record file read; None if it vanished meanwhile."""
     try:
         with open(path, "rb") as f:
@@ -324,11 +332,11 @@ def read_tag_entry(registry: str, repository: str, tag: str, path: str) -> TagEn
     except FileNotFoundError:
         return None
     except OSError as e:
-        return TagEntry(registry, repository, tag, path, None, f"unreadable: {e.strerror or e}")
+        return TagEntry(registry, repository, tag, path, None, f"unreadable: {e.strerror or e}", variant)
     try:
-        return TagEntry(registry, repository, tag, path, TagRecord.from_json(data))
+        return TagEntry(registry, repository, tag, path, TagRecord.from_json(data), variant=variant)
     except (ValueError, KeyError, TypeError) as e:
-        return TagEntry(registry, repository, tag, path, None, f"not a tag record: {e}")
+        return TagEntry(registry, repository, tag, path, None, f"not a tag record: {e}", variant)
 
 
 def _read_references(path: str) -> References | ManifestUnreadable:

@@ -55,6 +55,8 @@ def list_cache(inventory: Inventory, repository: str | None = None) -> Listing:
         wanted = registry.canonical(repository) if repository is not None else None
         by_repository: dict[str, list[TagEntry]] = {}
         for entry in registry.tags:
+            if entry.variant is not None:
+                continue  # a narrower client's answer, not a tag of its own
             if wanted is None or entry.repository == wanted:
                 by_repository.setdefault(entry.repository, []).append(entry)
         for name, entries in sorted(by_repository.items()):

@@ -132,7 +132,9 @@ CACHE_STAMP = "cache-stamp"
 def stamp_cache_changed(root: str) -> None:
     """Tell running mirrors on this cache that files were removed."""
     path = os.path.join(root, CACHE_STAMP)
-    spool = os.path.join(root, "spool", f"stamp-{uuid.uuid4().hex}")
+    spool_dir = os.path.join(root, "spool")
+    os.makedirs(spool_dir, exist_ok=True)
+    spool = os.path.join(spool_dir, f"stamp-{uuid.uuid4().hex}")
     with open(spool, "wb") as f:
         f.write(uuid.uuid4().hex.encode())
     os.replace(spool, path)

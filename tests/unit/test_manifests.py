@@ -1014,3 +1014,31 @@ def test_the_background_fetch_and_the_clients_get_by_digest_share_one_request(tm
     assert head.response().headers["docker-content-digest"] == digest
     assert get.response().body == body
     assert upstream_gets(harness) == 1
+
+
+def test_a_narrow_answer_goes_with_its_tag_and_keeps_its_manifest(harness):
+    """The admin command knows a narrower client's record: gc keeps what it
+    names, purge of the tag removes it too, ls lists the tag once."""
+    from mirrorproxy.gc import collect, purge
+    from mirrorproxy.inventory import scan
+    from mirrorproxy.listing import list_cache
+
+    child, child_body = harness.registry.add_image(REPO, None, [b"layer"])  # type: ignore[arg-type]
+    full = index(OCI_INDEX, (child, len(child_body)))
+    harness.registry.add_manifest(REPO, "multi", full, OCI_INDEX)
+    harness.get(manifest_path("multi"))
+    # The narrow answer is a manifest the index does not reference: only its
+    # own record keeps it alive.
+    other, _ = harness.registry.add_image(REPO, None, [b"other layer"])  # type: ignore[arg-type]
+    harness.registry.tags[(REPO, "multi")] = other
+    harness.get(manifest_path("multi"), Accept=OCI_MANIFEST)
+    other_file = Path(harness.mirror.store.manifest_path(harness.mirror.registry.cache_key, Digest.parse(other)))
+    tags_dir = Path(harness.mirror.store.tag_path(harness.mirror.registry.cache_key, REPO, "multi")).parent
+
+    listing = list_cache(scan(harness.cache_dir), REPO)
+    assert [t.tag for r in listing.repositories for t in r.tags] == ["multi"]
+    collect(scan(harness.cache_dir), 0.0, time.time() + 3600)
+    assert other_file.exists()
+
+    purge(scan(harness.cache_dir), REPO, "multi", 3600.0, 0.0, with_content=False)
+    assert list(tags_dir.iterdir()) == []
