@@ -26,7 +26,6 @@ import binascii
 import functools
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import secrets
@@ -35,7 +34,6 @@ from collections.abc import Iterable
 
 import bcrypt
 from attrs import define, field, frozen
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -48,6 +46,7 @@ from .config import ConfigError, Network, parse_networks
 from .errors import DENIED, UNAUTHORIZED, UNAVAILABLE, RegistryError
 from .follow import abort_connection
 from .inflight import Coalescer
+from .ipaddrs import Address, peer_address
 from .resource import API_VERSION, write_error
 from .store import Runner
 
@@ -114,17 +113,10 @@ class AccessSettings:
         return self.htpasswd is not None or bool(self.networks)
 
 
-def client_ip(request: Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The peer's IP address, IPv4 clients of an IPv6 socket unmapped; None
-    for a peer that has none (a UNIX socket)."""
-    peer = request.getClientAddress()
-    if not isinstance(peer, (IPv4Address, IPv6Address)):
-        return None
-    # A scoped link-local address ("fe80::1%eth0") keeps its zone out of the check.
-    address = ipaddress.ip_address(peer.host.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+def client_ip(request: Request) -> Address | None:
+    """The peer's IP address as `ipaddrs` compares it; None for a peer that
+    has none (a UNIX socket)."""
+    return peer_address(request.getClientAddress())
 
 
 def allowed(networks: tuple[Network, ...], request: Request) -> bool:

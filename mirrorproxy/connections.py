@@ -18,17 +18,16 @@ cannot flood the log too.
 
 from __future__ import annotations
 
-import ipaddress
 import resource
 from collections import Counter, OrderedDict
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .config import Network
+from .ipaddrs import peer_address
 
 log = Logger()
 
@@ -51,15 +50,6 @@ def default_max_connections(fd_limit: int) -> int:
     return max(MIN_CONNECTIONS, (fd_limit - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_CONNECTION)
 
 
-def _address_of(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not isinstance(peer, (IPv4Address, IPv6Address)):
-        return None
-    address = ipaddress.ip_address(peer.host.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 @define(eq=False)
 class ConnectionGate:
     """Admits, counts and reclaims the client connections of one site."""
@@ -80,7 +70,7 @@ class ConnectionGate:
     def admit(self, peer: object) -> bool:
         """Whether to take a connection from `peer` (a UNIX socket's peer
         has no address: the socket's permissions let it in)."""
-        address = _address_of(peer)
+        address = peer_address(peer)
         if self.networks and address is not None and not any(address in n for n in self.networks):
             self._refuse("network", address)
             return False

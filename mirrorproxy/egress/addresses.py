@@ -17,7 +17,6 @@ checked (`AddressPolicy.refusal`), and the proxy's own rules apply.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,10 +37,10 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..config import Network
+from ..ipaddrs import Address, parse_address
 from .hosts import is_ip, normal_host
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class InternalAddressRefused(ConnectError):
@@ -68,14 +67,6 @@ def _kind(address: Address) -> str:
     if address.is_private:
         return "private"
     return "non-global"
-
-
-def parse_address(text: str) -> Address:
-    """An address as connected to: scope dropped, IPv4-mapped IPv6 unwrapped."""
-    address = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 @frozen

@@ -22,17 +22,35 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-@define(eq=False)
-class InternalService:
-    """Answers every GET with SECRET and remembers the paths asked for."""
+def _serve(handler: type[BaseHTTPRequestHandler]) -> _Server:
+    """A server of `handler` on a free port of 127.0.0.1, in a thread."""
+    server = _Server(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
-    seen: list[str] = field(factory=list)
-    _server: _Server | None = None
+
+@define(eq=False)
+class _Served:
+    """A server of the test process's own, stopped by `stop`."""
+
+    _server: _Server | None = field(default=None, init=False)
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return self._server.server_address[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@define(eq=False)
+class InternalService(_Served):
+    """Answers every GET with SECRET and remembers the paths asked for."""
+
+    seen: list[str] = field(factory=list)
 
     def start(self) -> InternalService:
         service = self
@@ -49,27 +67,15 @@ class InternalService:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = _serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 @define(eq=False)
-class HostileUpstream:
+class HostileUpstream(_Served):
     """A registry that redirects every API request to `location`."""
 
-    location: str
-    _server: _Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.server_address[1]
+    location: str = ""
 
     def start(self) -> HostileUpstream:
         upstream = self
@@ -97,11 +103,5 @@ class HostileUpstream:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = _serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
