@@ -6,7 +6,7 @@ import os
 from twisted.application.service import Application
 from twisted.python.usage import UsageError
 
-from mirrorproxy.tap import Options, makeService, usage_exit
+from mirrorproxy.server.tap import Options, makeService, usage_exit
 
 options = Options()
 config = os.environ.get("MIRRORPROXY_CONFIG")

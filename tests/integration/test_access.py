@@ -4,9 +4,8 @@ credentials it holds for Docker Hub, and a network allowlist."""
 
 from __future__ import annotations
 
-import http.client
-
 import base64
+import http.client
 import json
 import subprocess
 from collections.abc import Callable

@@ -20,11 +20,11 @@ import pytest
 from attrs import frozen
 from twisted.internet.defer import maybeDeferred
 
-from mirrorproxy.config import UpstreamRegistry as UpstreamName
-from mirrorproxy.display import human_size
-from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
-from mirrorproxy.names import Digest
-from mirrorproxy.store import FilesystemStore
+from mirrorproxy.admin.display import human_size
+from mirrorproxy.cache.manifests import TAGS_STAMP_INTERVAL
+from mirrorproxy.registry.names import Digest
+from mirrorproxy.storage.filesystem import FilesystemStore
+from mirrorproxy.upstream.settings import UpstreamRegistry as UpstreamName
 
 from .harness.client import request
 from .harness.mirror import Mirror, MirrorFactory
@@ -50,7 +50,7 @@ def admin(*args: str, prefix: Sequence[str] = ()) -> Ran:
     """``mirrorproxy ARGS...``, run as the operator would, in a process of its own
     (through ``prefix``, a command that runs another, if given)."""
     completed = subprocess.run(
-        [*prefix, sys.executable, "-m", "mirrorproxy.cli", *args],
+        [*prefix, sys.executable, "-m", "mirrorproxy.admin.cli", *args],
         capture_output=True,
         text=True,
         env=child_env(),

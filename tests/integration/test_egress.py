@@ -38,12 +38,12 @@ from attrs import define
 from treq.client import HTTPClient
 from twisted.web.client import HTTPConnectionPool
 
-from mirrorproxy.auth import Authenticator
-from mirrorproxy.config import Timeouts
-from mirrorproxy.config import UpstreamRegistry as Upstream
-from mirrorproxy.egress import ProxySettings, make_agent, proxy_settings
-from mirrorproxy.names import Digest
-from mirrorproxy.upstream import UpstreamClient, UpstreamUnavailable
+from mirrorproxy.registry.names import Digest
+from mirrorproxy.upstream.auth import Authenticator
+from mirrorproxy.upstream.client import UpstreamClient, UpstreamUnavailable
+from mirrorproxy.upstream.egress import ProxySettings, make_agent, proxy_settings
+from mirrorproxy.upstream.settings import Timeouts
+from mirrorproxy.upstream.settings import UpstreamRegistry as Upstream
 
 from ..testca import TestCA
 from .conftest import show_log_on_failure

@@ -82,7 +82,7 @@ def test_a_port_in_use_is_one_line_and_leaves_no_pid_file(tmp_path: Path, busy_p
 
     assert (exited.status, exited.stderr) == (1, "")
     lines = exited.stdout.splitlines()
-    assert log_text(lines[-1]) == f"[mirrorproxy.drain#critical] cannot listen on {endpoint}: address already in use"
+    assert log_text(lines[-1]) == f"[mirrorproxy.server.drain#critical] cannot listen on {endpoint}: address already in use"
     # The start-up lines before it are info; nothing else went wrong.
     assert [line for line in lines[:-1] if "#info]" not in line] == []
     assert not pidfile.exists()
@@ -168,7 +168,7 @@ def test_text_logs_leave_out_factory_noise_and_debug_unless_asked(
 
     assert fetch(mirror, blob.path) == Received(200, len(blob.data), blob.digest)
     # The client may have every byte a moment before the fill is checked.
-    cached = f"[mirrorproxy.fill#info] cached blob {blob.digest} ({len(blob.data)} bytes)"
+    cached = f"[mirrorproxy.cache.fill#info] cached blob {blob.digest} ({len(blob.data)} bytes)"
     mirror.process.wait_until(lambda: cached in stdout_of(mirror).read_text(), 10, "the fill's end")
     lines, stderr = stopped(mirror)
 
@@ -177,7 +177,7 @@ def test_text_logs_leave_out_factory_noise_and_debug_unless_asked(
     assert [t for t in texts if "Starting factory" in t or "Stopping factory" in t] == []
     debug = [t for t in texts if "#debug]" in t]
     if level_options:
-        assert any(t.startswith("[mirrorproxy.auth#debug] new upstream token for ") for t in debug), texts
+        assert any(t.startswith("[mirrorproxy.upstream.auth#debug] new upstream token for ") for t in debug), texts
     else:
         assert debug == []
 
@@ -214,4 +214,4 @@ def test_twistds_logger_option_still_wins(run_mirror: Callable[..., Mirror]) -> 
 
     assert stderr == ""
     assert lines and all(re.fullmatch(r"<[0-7]>\{.*\}", line) for line in lines), lines
-    assert any(json.loads(line[3:])["namespace"] == "mirrorproxy.service" for line in lines)
+    assert any(json.loads(line[3:])["namespace"] == "mirrorproxy.server.service" for line in lines)

@@ -139,7 +139,7 @@ def test_the_journal_logger_writes_one_json_object_a_line(
 
     entries = journal_entries(tmp_path / "stdout")
     assert (tmp_path / "stderr").read_text() == ""
-    started = [e for p, e in entries if e["namespace"] == "mirrorproxy.service"]
+    started = [e for p, e in entries if e["namespace"] == "mirrorproxy.server.service"]
     assert started and started[0]["upstream"].startswith("http://127.0.0.1:")
     # The access log's named fields arrive as JSON fields, not only as text.
     (access,) = [

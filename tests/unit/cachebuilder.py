@@ -19,9 +19,9 @@ from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
-from mirrorproxy.mediatypes import OCI_INDEX, OCI_MANIFEST
-from mirrorproxy.names import Digest
-from mirrorproxy.store import CACHE_STAMP, FilesystemStore, TagRecord
+from mirrorproxy.registry.mediatypes import OCI_INDEX, OCI_MANIFEST
+from mirrorproxy.registry.names import Digest
+from mirrorproxy.storage.filesystem import CACHE_STAMP, FilesystemStore, TagRecord
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -7,7 +7,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from mirrorproxy.cli import main
+from mirrorproxy.admin.cli import main
 
 
 def invoke(*args: str) -> Result:

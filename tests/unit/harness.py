@@ -17,12 +17,14 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mirrorproxy.channel import MirrorSite
-from mirrorproxy.config import Credentials, Settings, Timeouts, UpstreamRegistry
-from mirrorproxy.mirror import Mirror, Router
-from mirrorproxy.resource import RegistryRoot
-from mirrorproxy.service import build_mirror
-from mirrorproxy.store import FilesystemStore
+from mirrorproxy.api.resource import RegistryRoot
+from mirrorproxy.api.routing import Router
+from mirrorproxy.cache.mirror import Mirror
+from mirrorproxy.server.channel import MirrorSite
+from mirrorproxy.server.config import Settings
+from mirrorproxy.server.service import build_mirror
+from mirrorproxy.storage.filesystem import FilesystemStore
+from mirrorproxy.upstream.settings import Credentials, Timeouts, UpstreamRegistry
 
 from ..fakeregistry import UPSTREAM_URL, FakeRegistry
 

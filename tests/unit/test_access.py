@@ -20,7 +20,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
-from mirrorproxy.access import (
+from mirrorproxy.api.access import (
     CACHE_ENTRIES,
     RELOAD_CHECK_INTERVAL,
     AccessSettings,
@@ -28,8 +28,8 @@ from mirrorproxy.access import (
     guard,
     parse_htpasswd,
 )
-from mirrorproxy.channel import MirrorSite
-from mirrorproxy.tap import Options
+from mirrorproxy.server.channel import MirrorSite
+from mirrorproxy.server.tap import Options
 
 from .harness import Client, Harness, ManualRunner, Response, run_inline
 

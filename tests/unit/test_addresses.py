@@ -17,8 +17,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import directlyProvides
 
-from mirrorproxy.egress.addresses import AddressPolicy, GuardedHostnameEndpoint, InternalAddressRefused
-from mirrorproxy.egress.agent import make_agent
+from mirrorproxy.upstream.egress.addresses import (
+    AddressPolicy,
+    GuardedHostnameEndpoint,
+    InternalAddressRefused,
+)
+from mirrorproxy.upstream.egress.agent import make_agent
 
 NAMES = {
     "inside.example": ["10.0.0.5"],

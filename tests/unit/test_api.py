@@ -14,7 +14,7 @@ import pytest
 from attrs import define, field
 from twisted.web.server import Request
 
-from mirrorproxy.mediatypes import OCI_MANIFEST
+from mirrorproxy.registry.mediatypes import OCI_MANIFEST
 
 from ..fakeregistry import CDN_HOST, REGISTRY_HOST, UPSTREAM_URL, FakeRegistry, sha256
 from .harness import Harness, Response

@@ -13,18 +13,22 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import pytest
 from attrs import define, field
-from twisted.web.server import NOT_DONE_YET, Request
-
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET, Request
 
-from mirrorproxy.auth import AuthError, Authenticator, Challenge, parse_challenges
-from mirrorproxy.channel import MirrorSite
-from mirrorproxy.config import Credentials
-from mirrorproxy.mirror import Router
-from mirrorproxy.resource import RegistryRoot
-from mirrorproxy.service import build_mirror
+from mirrorproxy.api.resource import RegistryRoot
+from mirrorproxy.api.routing import Router
+from mirrorproxy.server.channel import MirrorSite
+from mirrorproxy.server.service import build_mirror
+from mirrorproxy.upstream.auth import (
+    Authenticator,
+    AuthError,
+    Challenge,
+    parse_challenges,
+)
+from mirrorproxy.upstream.settings import Credentials
 
 from ..fakeregistry import AUTH_HOST, CDN_HOST, REGISTRY_HOST, FakeRegistry
 from .harness import Harness, run_inline

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mirrorproxy.names import Digest
+from mirrorproxy.registry.names import Digest
 
 from ..fakeregistry import sha256
 
@@ -136,7 +136,7 @@ def test_a_paused_client_holds_one_chunk_not_the_blob(harness):
     harness.registry.held[digest].finish()
     harness.pump()
 
-    from mirrorproxy.follow import CHUNK_SIZE
+    from mirrorproxy.cache.follow import CHUNK_SIZE
 
     assert len(client.transport.value()) <= CHUNK_SIZE + 1024
 
@@ -320,8 +320,8 @@ def test_leftover_spool_files_are_swept_at_start(tmp_path):
 
 def test_upstream_is_paused_while_the_disk_lags(tmp_path):
     """Memory stays bounded however fast upstream is and however slow the disk."""
-    from mirrorproxy.fill import QUEUE_HIGH
-    from mirrorproxy.names import Digest
+    from mirrorproxy.cache.fill import QUEUE_HIGH
+    from mirrorproxy.registry.names import Digest
 
     from .harness import Harness, ManualRunner
 
@@ -445,8 +445,8 @@ def test_wrong_bytes_are_still_aborted_when_the_cache_cannot_take_them(tmp_path,
 
 
 def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
-    from mirrorproxy.fill import TAIL_HIGH
-    from mirrorproxy.names import Digest
+    from mirrorproxy.cache.fill import TAIL_HIGH
+    from mirrorproxy.registry.names import Digest
 
     from .harness import Harness
 
@@ -472,14 +472,14 @@ def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
 
 @pytest.fixture
 def short_lead(monkeypatch):
-    from mirrorproxy import fill
+    from mirrorproxy.cache import fill
 
     monkeypatch.setattr(fill, "LEAD_HIGH", 400_000)
     monkeypatch.setattr(fill, "LEAD_LOW", 200_000)
 
 
 def fill_of(harness, digest):
-    from mirrorproxy.names import Digest
+    from mirrorproxy.registry.names import Digest
 
     return harness.mirror.blobs._fills[Digest.parse(digest)]
 
@@ -582,7 +582,7 @@ def descriptors_run_out(monkeypatch):
     count of attempts so far, as a one-item list."""
     import errno
 
-    from mirrorproxy.store import FilesystemStore
+    from mirrorproxy.storage.filesystem import FilesystemStore
 
     def install(failing: set[int]) -> list[int]:
         share = FilesystemStore.share
@@ -663,7 +663,7 @@ def test_a_fill_commits_without_a_spare_descriptor(harness, descriptors_run_out)
 def test_a_cache_hit_without_a_descriptor_is_a_503_not_a_500(harness, monkeypatch):
     import errno
 
-    from mirrorproxy import store
+    from mirrorproxy.storage import filesystem as store
 
     data, digest = upstream_blob(harness, 1000)
     harness.get(blob_path(digest))

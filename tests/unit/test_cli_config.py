@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from mirrorproxy.configfile import TOP_LEVEL
-from mirrorproxy.serviceconfig import EndpointUnusable, endpoint_url
+from mirrorproxy.admin.serviceconfig import EndpointUnusable, endpoint_url
+from mirrorproxy.server.configfile import TOP_LEVEL
 
 from .cachebuilder import CacheBuilder
 from .clirunner import invoke, invoke_json

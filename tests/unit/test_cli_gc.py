@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mirrorproxy.display import human_size
-from mirrorproxy.gc import collect
-from mirrorproxy.inventory import scan
+from mirrorproxy.admin.display import human_size
+from mirrorproxy.admin.gc import collect
+from mirrorproxy.admin.inventory import scan
 
 from .cachebuilder import Built, BuiltImage, CacheBuilder
 from .clirunner import invoke

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrorproxy.display import human_size
+from mirrorproxy.admin.display import human_size
 
 from .cachebuilder import CacheBuilder
 from .clirunner import invoke, invoke_json

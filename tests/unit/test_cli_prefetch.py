@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from mirrorproxy.descriptors import Platform
-from mirrorproxy.imagenames import BadImageName, ImageName, parse_image
-from mirrorproxy.mediatypes import ALL_MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
-from mirrorproxy.names import Digest
+from mirrorproxy.admin.imagenames import BadImageName, ImageName, parse_image
+from mirrorproxy.registry.descriptors import Platform
+from mirrorproxy.registry.mediatypes import ALL_MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
+from mirrorproxy.registry.names import Digest
 
 from .clirunner import invoke
 from .staticserver import Answer, StaticServer, serve

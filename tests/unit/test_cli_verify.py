@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mirrorproxy.inventory import scan
-from mirrorproxy.verify import CHUNK, verify
+from mirrorproxy.admin.inventory import scan
+from mirrorproxy.admin.verify import CHUNK, verify
 
 from .cachebuilder import CacheBuilder, flip_bit
 from .clirunner import invoke

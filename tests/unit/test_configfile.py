@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from mirrorproxy.config import ConfigError
-from mirrorproxy.configfile import read_config, settings_from
+from mirrorproxy.common.errors import ConfigError
+from mirrorproxy.server.configfile import read_config, settings_from
 
 
 def write(tmp_path, text: str, mode: int = 0o600) -> str:
@@ -143,7 +143,7 @@ def test_a_cache_size_under_a_mebibyte_is_refused(tmp_path, size):
 def test_bad_numbers_name_their_option(option, value, message):
     from twisted.python import usage
 
-    from mirrorproxy.tap import Options
+    from mirrorproxy.server.tap import Options
 
     with pytest.raises(usage.UsageError, match=message):
         Options().parseOptions([option, value])
@@ -152,14 +152,14 @@ def test_bad_numbers_name_their_option(option, value, message):
 def test_a_bad_redirect_network_is_a_usage_error_naming_the_option():
     from twisted.python import usage
 
-    from mirrorproxy.tap import Options
+    from mirrorproxy.server.tap import Options
 
     with pytest.raises(usage.UsageError, match="--upstream-redirect-allow '10.0.0.1/8'"):
         Options().parseOptions(["--upstream-redirect-allow", "10.0.0.1/8"])
 
 
 def test_the_command_line_wins_over_the_file(tmp_path):
-    from mirrorproxy.tap import Options
+    from mirrorproxy.server.tap import Options
 
     path = write(tmp_path, 'tag-ttl = 60\ncache-dir = "/srv/cache"\nlisten = ["tcp:1"]\n')
     options = Options()
@@ -172,7 +172,7 @@ def test_the_command_line_wins_over_the_file(tmp_path):
 def test_a_bad_config_file_is_a_usage_error_naming_the_key(tmp_path):
     from twisted.python import usage
 
-    from mirrorproxy.tap import Options
+    from mirrorproxy.server.tap import Options
 
     path = write(tmp_path, "colour = 'blue'\n")
     with pytest.raises(usage.UsageError, match="unknown setting 'colour'"):

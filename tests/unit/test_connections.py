@@ -16,8 +16,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from mirrorproxy.channel import MirrorSite
-from mirrorproxy.connections import (
+from mirrorproxy.server.channel import MirrorSite
+from mirrorproxy.server.connections import (
     REFUSAL_LOG_INTERVAL,
     ConnectionGate,
     default_max_connections,
@@ -35,7 +35,7 @@ def refusals():
     events: list[dict] = []
 
     def observe(event: dict) -> None:
-        if event.get("log_namespace") == "mirrorproxy.connections":
+        if event.get("log_namespace") == "mirrorproxy.server.connections":
             events.append(event)
 
     globalLogPublisher.addObserver(observe)
@@ -77,7 +77,7 @@ def test_the_default_leaves_room_for_two_descriptors_a_connection():
 
 def test_at_the_limit_the_longest_idle_connection_makes_room(harness):
     gated = Gated(harness, limit=3)
-    first, second, third = gated.connect(), gated.connect(), gated.connect()
+    first, second, _ = gated.connect(), gated.connect(), gated.connect()
     gated.request(second)  # answered: idle again, but more recently than first
 
     newcomer = gated.connect()

@@ -15,7 +15,8 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from mirrorproxy.drain import GracefulService, InFlight, ListenFailed
+from mirrorproxy.api.openresponses import OpenResponses
+from mirrorproxy.server.drain import GracefulService, ListenFailed
 
 
 class BusyReactor(MemoryReactorClock):
@@ -27,7 +28,7 @@ class BusyReactor(MemoryReactorClock):
 
 
 def graceful(reactor: MemoryReactorClock) -> GracefulService:
-    return GracefulService(InFlight(), reactor, 30.0)
+    return GracefulService(OpenResponses(), reactor, 30.0)
 
 
 @pytest.mark.parametrize("start", ["privilegedStartService", "startService"])
@@ -45,7 +46,7 @@ def test_a_port_in_use_is_one_line_naming_the_endpoint(start):
     assert isinstance(raised.value, SystemExit) and raised.value.code == 1
     # ...which twistd still sees as a failed start (and removes its pid file).
     assert isinstance(raised.value, Exception)
-    [event] = [e for e in events if e.get("log_namespace") == "mirrorproxy.drain"]
+    [event] = [e for e in events if e.get("log_namespace") == "mirrorproxy.server.drain"]
     assert formatEvent(event) == "cannot listen on tcp:5000:interface=127.0.0.1: address already in use"
     assert (event["endpoint"], event["reason"]) == ("tcp:5000:interface=127.0.0.1", "address already in use")
 

@@ -36,8 +36,8 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from mirrorproxy.config import ConfigError
-from mirrorproxy.egress import (
+from mirrorproxy.common.errors import ConfigError
+from mirrorproxy.upstream.egress import (
     ConnectTunnelEndpoint,
     NoProxy,
     ProxyError,
@@ -53,7 +53,7 @@ from mirrorproxy.egress import (
     proxy_settings,
     tls_policy,
 )
-from mirrorproxy.egress.trust import _PlatformTrustPlus, read_ca_bundle
+from mirrorproxy.upstream.egress.trust import _PlatformTrustPlus, read_ca_bundle
 
 from ..testca import ServerIdentity, TestCA
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from mirrorproxy.eviction import parse_size
-from mirrorproxy.names import Digest
+from mirrorproxy.cache.eviction import parse_size
+from mirrorproxy.registry.names import Digest
 
 from .harness import Harness
 
@@ -97,7 +97,7 @@ def test_bad_size():
 def test_evictions_are_counted_in_the_metrics(tmp_path):
     from prometheus_client import generate_latest
 
-    from mirrorproxy.metrics import metrics_root
+    from mirrorproxy.server.metrics import metrics_root
 
     harness = Harness(str(tmp_path / "cache"), max_cache_size=300 * KiB)
     for _ in range(3):

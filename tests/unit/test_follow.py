@@ -12,7 +12,7 @@ from attrs import define, field
 from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
 
-from mirrorproxy import follow
+from mirrorproxy.cache import follow
 
 from .harness import Harness, ManualRunner, parse_response
 from .test_blobs import blob_path, held_blob, upstream_blob
@@ -265,8 +265,8 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
     from twisted.internet.protocol import Protocol
     from twisted.web._newclient import TransportProxyProducer
 
-    from mirrorproxy.fill import UPSTREAM_READ, _ToSpool
-    from mirrorproxy.names import Digest
+    from mirrorproxy.cache.fill import UPSTREAM_READ, _ToSpool
+    from mirrorproxy.registry.names import Digest
 
     _, digest = held_blob(harness, MiB)
     harness.send("GET", blob_path(digest))
@@ -297,8 +297,8 @@ def test_a_fill_batch_is_one_pool_job(tmp_path):
 def test_the_batch_being_written_counts_against_a_fills_memory(tmp_path):
     """Upstream pauses when what waits plus what is being written reaches
     QUEUE_HIGH: a fill holds at most that and one socket read."""
-    from mirrorproxy.fill import QUEUE_HIGH
-    from mirrorproxy.names import Digest
+    from mirrorproxy.cache.fill import QUEUE_HIGH
+    from mirrorproxy.registry.names import Digest
 
     started = ManualFill.start(tmp_path, 4 * QUEUE_HIGH)
     held, data = started.held, started.data
@@ -326,7 +326,7 @@ def test_a_sendfile_follower_tells_the_fill_how_far_it_is(harness, sendfile_call
     harness.registry.held[digest].send(3 * MiB)
     client.drive()
 
-    from mirrorproxy.names import Digest
+    from mirrorproxy.registry.names import Digest
 
     fill = harness.mirror.blobs._fills[Digest.parse(digest)]
     assert sum(sendfile_calls) >= 2 * MiB

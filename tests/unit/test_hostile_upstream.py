@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from mirrorproxy.config import Credentials
-from mirrorproxy.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from mirrorproxy.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from mirrorproxy.upstream.settings import Credentials
 
 from ..fakeregistry import REGISTRY_HOST, FakeRegistry, sha256
 from .harness import Harness

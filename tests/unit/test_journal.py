@@ -11,7 +11,7 @@ import pytest
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
-from mirrorproxy.journal import JournalObserver, JSONLinesObserver
+from mirrorproxy.server.journal import JournalObserver, JSONLinesObserver
 
 
 def emitted(emit) -> list[tuple[int, dict]]:

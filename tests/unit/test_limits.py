@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mirrorproxy.channel import HEADER_DEADLINE
+from mirrorproxy.server.channel import HEADER_DEADLINE
 
 
 def test_an_oversized_request_line_closes_the_connection(harness):

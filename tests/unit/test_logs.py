@@ -13,8 +13,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogLevel
 from twisted.scripts.twistd import ServerOptions
 
-from mirrorproxy.logs import WithLogObserver, destination_problem, log_observer
-from mirrorproxy.tap import makeService
+from mirrorproxy.server.logs import WithLogObserver, destination_problem, log_observer
+from mirrorproxy.server.tap import makeService
 
 # 2027-01-15T08:00:00.250Z
 WHEN = 1_800_000_000.25

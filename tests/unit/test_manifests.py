@@ -17,14 +17,14 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, fail
 from twisted.web.server import NOT_DONE_YET, Request
 
-from mirrorproxy.mediatypes import (
+from mirrorproxy.registry.mediatypes import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from mirrorproxy.names import Digest
-from mirrorproxy.store import _write_and_commit
+from mirrorproxy.registry.names import Digest
+from mirrorproxy.storage.filesystem import _write_and_commit
 
 from ..fakeregistry import AUTH_HOST, FakeRegistry, sha256
 from .harness import Harness, cache_turned_read_only, run_inline
@@ -670,15 +670,15 @@ def test_a_wildcard_accept_asks_upstream_for_every_modern_type(harness):
 
 def purge_tag(harness: Harness, repository: str, tag: str) -> None:
     """What `mirrorproxy purge REPOSITORY:TAG` does to the cache."""
-    from mirrorproxy.gc import purge
-    from mirrorproxy.inventory import scan
+    from mirrorproxy.admin.gc import purge
+    from mirrorproxy.admin.inventory import scan
 
     purge(scan(harness.cache_dir), repository, tag, 3600.0, 0.0, with_content=False)
 
 
 def test_a_purged_tag_is_asked_upstream_again_within_a_second(harness):
     """`mirrorproxy purge` acts on a running mirror within TAGS_STAMP_INTERVAL."""
-    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+    from mirrorproxy.cache.manifests import TAGS_STAMP_INTERVAL
 
     digest, body = harness.registry.add_image("library/hot", "v1", [b"layer"])
     assert harness.get("/v2/library/hot/manifests/v1").body == body
@@ -796,8 +796,8 @@ def test_a_cache_that_cannot_write_still_answers_by_tag_and_by_digest(tmp_path, 
 
 def gc_tag_with_content(harness: Harness, repository: str, tag: str) -> None:
     """What `mirrorproxy purge REPOSITORY:TAG --gc --grace 0` does to the cache."""
-    from mirrorproxy.gc import purge
-    from mirrorproxy.inventory import scan
+    from mirrorproxy.admin.gc import purge
+    from mirrorproxy.admin.inventory import scan
 
     purge(scan(harness.cache_dir), repository, tag, 0.0, time.time() + 3600, with_content=True)
 
@@ -805,7 +805,7 @@ def gc_tag_with_content(harness: Harness, repository: str, tag: str) -> None:
 def test_a_pull_after_purge_with_gc_puts_the_manifest_back_on_disk(harness):
     """The mirror must not trust a manifest it holds in memory once an admin
     command removed its file: the disk and the running mirror agree."""
-    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+    from mirrorproxy.cache.manifests import TAGS_STAMP_INTERVAL
 
     digest, body = harness.registry.add_image("library/multi", "v1", [b"layer"])
     assert harness.get("/v2/library/multi/manifests/v1").body == body
@@ -822,12 +822,12 @@ def test_a_pull_after_purge_with_gc_puts_the_manifest_back_on_disk(harness):
 
 
 def test_a_manifest_removed_by_an_admin_command_is_not_a_hit_from_memory(harness):
-    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+    from mirrorproxy.cache.manifests import TAGS_STAMP_INTERVAL
 
     digest, body = harness.registry.add_image("library/multi", "v1", [b"layer"])
     assert harness.get(f"/v2/library/multi/manifests/{digest}").body == body
-    from mirrorproxy.gc import collect
-    from mirrorproxy.inventory import scan
+    from mirrorproxy.admin.gc import collect
+    from mirrorproxy.admin.inventory import scan
 
     collect(scan(harness.cache_dir), 0.0, time.time() + 3600)
     harness.clock.advance(TAGS_STAMP_INTERVAL)
@@ -841,7 +841,7 @@ def test_a_manifest_removed_by_an_admin_command_is_not_a_hit_from_memory(harness
 
 
 def test_the_cache_size_is_measured_again_after_an_admin_command(harness):
-    from mirrorproxy.manifests import TAGS_STAMP_INTERVAL
+    from mirrorproxy.cache.manifests import TAGS_STAMP_INTERVAL
 
     digest, body = harness.registry.add_image("library/multi", "v1", [b"layer" * 100])
     harness.get("/v2/library/multi/manifests/v1")
@@ -1019,9 +1019,9 @@ def test_the_background_fetch_and_the_clients_get_by_digest_share_one_request(tm
 def test_a_narrow_answer_goes_with_its_tag_and_keeps_its_manifest(harness):
     """The admin command knows a narrower client's record: gc keeps what it
     names, purge of the tag removes it too, ls lists the tag once."""
-    from mirrorproxy.gc import collect, purge
-    from mirrorproxy.inventory import scan
-    from mirrorproxy.listing import list_cache
+    from mirrorproxy.admin.gc import collect, purge
+    from mirrorproxy.admin.inventory import scan
+    from mirrorproxy.admin.listing import list_cache
 
     child, child_body = harness.registry.add_image(REPO, None, [b"layer"])  # type: ignore[arg-type]
     full = index(OCI_INDEX, (child, len(child_body)))

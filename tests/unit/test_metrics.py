@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
-from mirrorproxy.metrics import metrics_root
-from mirrorproxy.readiness import ANSWER_WINDOW, PROBE_INTERVAL, UpstreamProbe
+from mirrorproxy.server.metrics import metrics_root
+from mirrorproxy.server.readiness import ANSWER_WINDOW, PROBE_INTERVAL, UpstreamProbe
 
 from .harness import parse_response
 
@@ -162,8 +162,8 @@ def test_connection_counts_are_scraped(harness):
 
     from twisted.internet.address import IPv4Address
 
-    from mirrorproxy.channel import MirrorSite
-    from mirrorproxy.connections import ConnectionGate
+    from mirrorproxy.server.channel import MirrorSite
+    from mirrorproxy.server.connections import ConnectionGate
 
     gate = ConnectionGate(harness.clock, 1, (ipaddress.ip_network("10.0.0.0/8"),))
     site = MirrorSite(harness.site.resource, reactor=harness.clock, gate=gate)
@@ -187,7 +187,7 @@ def test_connection_counts_are_scraped(harness):
 def test_the_metrics_listener_logs_its_requests_as_the_registry_listener_does(harness):
     from twisted.logger import globalLogPublisher
 
-    from mirrorproxy.metrics import metrics_site
+    from mirrorproxy.server.metrics import metrics_site
 
     root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
     site = metrics_site(root, harness.clock)

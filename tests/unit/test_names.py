@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mirrorproxy.names import (
+from mirrorproxy.registry.names import (
     MAX_NAME_LENGTH,
     Digest,
     DigestInvalid,

@@ -8,9 +8,9 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mirrorproxy.errors import RegistryError
-from mirrorproxy.names import parse_name
-from mirrorproxy.resource import route
+from mirrorproxy.api.errors import RegistryError
+from mirrorproxy.api.resource import route
+from mirrorproxy.registry.names import parse_name
 
 from .harness import Harness
 

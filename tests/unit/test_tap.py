@@ -8,7 +8,7 @@ import pytest
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 
-from mirrorproxy.tap import Options
+from mirrorproxy.server.tap import Options
 
 
 def twistd_exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

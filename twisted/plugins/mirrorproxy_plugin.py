@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 mirrorproxy = ServiceMaker(
     "mirrorproxy",
-    "mirrorproxy.tap",
+    "mirrorproxy.server.tap",
     "A Docker Hub pull-through cache (registry mirror).",
     "mirrorproxy",
 )

@@ -1,0 +1,315 @@
+"""The /v2/ Resource tree: HTTP in, domain calls out, registry JSON errors out.
+
+This module never calls upstream and never touches files itself: it parses
+and checks what the client sent, asks the `Mirror` for a manifest, a blob or
+a tag list, and writes the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ..cache.blobs import OpenBlob
+from ..cache.follow import FileFollower, abort_connection
+from ..cache.mirror import Mirror
+from ..registry.mediatypes import parse_accept
+from ..registry.names import Digest, is_tag, parse_name, parse_reference, parse_tag
+from .errors import NAME_INVALID, UNSUPPORTED, RegistryError, registry_error
+from .openresponses import OpenResponses
+from .ranges import parse_range
+from .routing import Router
+
+log = Logger()
+
+API_VERSION = (b"Docker-Distribution-API-Version", b"registry/2.0")
+_ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<reference>[^/]+)")
+_TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
+MAX_TAGS_PAGE = 10000
+_PAGE_SIZE = re.compile(r"[0-9]{1,6}")
+
+
+@define
+class Route:
+    kind: str  # "base", "manifest", "blob" or "tags"
+    name: str = ""
+    reference: str = ""
+
+
+def route(path: bytes) -> Route:
+    """What a request path asks for; RegistryError if it is nothing we serve."""
+    try:
+        text = path.decode("ascii")
+    except UnicodeDecodeError:
+        raise RegistryError(400, NAME_INVALID, "request path is not ASCII") from None
+    if text in ("/v2", "/v2/"):
+        return Route("base")
+    match = _ITEM.fullmatch(text)
+    if match:
+        kind = "manifest" if match.group("kind") == "manifests" else "blob"
+        return Route(kind, match.group("name"), match.group("reference"))
+    match = _TAGS.fullmatch(text)
+    if match:
+        return Route("tags", match.group("name"))
+    raise RegistryError(404, UNSUPPORTED, "no such API endpoint on this registry mirror")
+
+
+def describe(path: bytes) -> Route:
+    """What a path asked for, for logs: never raises."""
+    try:
+        return route(path)
+    except RegistryError:
+        return Route("invalid")
+
+
+@define(eq=False)
+class _Exchange:
+    """One request and whether its client is still there."""
+
+    request: Request
+    gone: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.request.notifyFinish().addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self.gone = True
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def write_error(request: Request, error: RegistryError) -> None:
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    for name, value in error.headers:
+        request.setHeader(name, value)
+    body = error.body()
+    request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+    request.write(body)
+    request.finish()
+
+
+class RegistryRoot(Resource):
+    """The site's root: /v2/ and nothing else."""
+
+    def __init__(self, router: Router, responses: OpenResponses | None = None) -> None:
+        super().__init__()
+        self.putChild(b"v2", V2Resource(router, responses))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self
+
+    def render(self, request: Request) -> bytes:
+        request.setHeader(*API_VERSION)
+        write_error(request, RegistryError(404, UNSUPPORTED, "not a registry API path"))
+        return NOT_DONE_YET  # type: ignore[return-value]
+
+
+class V2Resource(Resource):
+    """Everything under /v2/: the registry API, read side."""
+
+    isLeaf = True
+
+    def __init__(self, router: Router, responses: OpenResponses | None = None) -> None:
+        super().__init__()
+        self._router = router
+        self._responses = responses
+
+    def render(self, request: Request) -> int:
+        if self._responses is not None:
+            self._responses.track(request)
+        request.setHeader(*API_VERSION)
+        exchange = _Exchange(request)
+        Deferred.fromCoroutine(self._serve(exchange)).addErrback(self._crashed, exchange)
+        return NOT_DONE_YET
+
+    def _crashed(self, failure: Failure, exchange: _Exchange) -> None:
+        log.failure("unexpected error serving {path}", failure, path=exchange.request.path)
+        if not exchange.gone:
+            if exchange.request.startedWriting:
+                abort_connection(exchange.request)
+            else:
+                write_error(exchange.request, registry_error(failure.value, ""))
+
+    async def _serve(self, exchange: _Exchange) -> None:
+        request = exchange.request
+        kind = ""
+        try:
+            if request.method not in (b"GET", b"HEAD"):
+                raise RegistryError(
+                    405, UNSUPPORTED, "this registry mirror is read-only: GET and HEAD only"
+                )
+            where = route(request.path)
+            kind = where.kind
+            if kind == "base":
+                request.setHeader(b"Content-Type", b"application/json")
+                request.setHeader(b"Content-Length", b"2")
+                request.write(b"{}")
+                request.finish()
+                return
+            namespaces = request.args.get(b"ns")
+            mirror = self._router.route(namespaces[0].decode("latin-1") if namespaces else None)
+            name = mirror.canonical_name(parse_name(where.name))
+            serve: Callable[[_Exchange, Mirror, str, str], Awaitable[None]] = {
+                "manifest": self._manifest,
+                "blob": self._blob,
+                "tags": self._tags,
+            }[kind]
+            await serve(exchange, mirror, name, where.reference)
+        except Exception as e:
+            if exchange.gone:
+                return
+            error = registry_error(e, kind)
+            if error.status == 500:
+                log.failure("unexpected error serving {path}", path=request.path)
+            elif error.status >= 500:
+                log.warn(
+                    "{method} {path}: {status} {code}: {message}",
+                    method=request.method.decode("latin-1"),
+                    path=request.path.decode("latin-1", "replace"),
+                    status=error.status,
+                    code=error.code,
+                    message=error.message,
+                )
+            write_error(request, error)
+
+    async def _manifest(self, exchange: _Exchange, mirror: Mirror, name: str, reference: str) -> None:
+        request = exchange.request
+        parsed = parse_reference(reference)
+        accept = parse_accept(
+            [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"accept", [])]
+        )
+        served = await mirror.manifests.get(name, parsed, accept, want_body=request.method == b"GET")
+        if exchange.gone:
+            return
+        request.setHeader(b"Content-Type", served.media_type.encode("latin-1"))
+        request.setHeader(b"Docker-Content-Digest", str(served.digest).encode("ascii"))
+        request.setHeader(b"ETag", f'"{served.digest}"'.encode("ascii"))
+        request.setHeader(b"Content-Length", str(served.size).encode("ascii"))
+        request.setHeader(b"X-Cache", served.outcome.encode("ascii"))
+        if served.body is not None and request.method == b"GET":
+            request.write(served.body)
+            mirror.served_bytes["cache" if served.outcome == "HIT" else "upstream"] += served.size
+        request.finish()
+
+    async def _blob(self, exchange: _Exchange, mirror: Mirror, name: str, reference: str) -> None:
+        request = exchange.request
+        digest = Digest.parse(reference)
+        common = [
+            (b"Docker-Content-Digest", str(digest).encode("ascii")),
+            (b"ETag", f'"{digest}"'.encode("ascii")),
+            (b"Content-Type", b"application/octet-stream"),
+            # Blobs never change: let anything between us and the client keep them.
+            (b"Cache-Control", b"max-age=31536000"),
+        ]
+        if request.method == b"HEAD":
+            size = await mirror.blobs.size(name, digest)
+            if exchange.gone:
+                return
+            for header in common:
+                request.setHeader(*header)
+            if size is not None:
+                request.setHeader(b"Content-Length", str(size).encode("ascii"))
+                request.setHeader(b"Accept-Ranges", b"bytes")
+            request.finish()
+            return
+        opened = await mirror.blobs.open(name, digest)
+        try:
+            await self._stream_blob(exchange, mirror, opened, common)
+        finally:
+            mirror.blobs.done_with(digest)
+
+    async def _stream_blob(
+        self,
+        exchange: _Exchange,
+        mirror: Mirror,
+        opened: OpenBlob,
+        common: list[tuple[bytes, bytes]],
+    ) -> None:
+        request = exchange.request
+        if exchange.gone:
+            os.close(opened.fd)
+            return
+        start, end = 0, None
+        try:
+            wanted = parse_range(_header(request, b"range"), opened.size) if opened.size is not None else None
+        except RegistryError:
+            os.close(opened.fd)
+            raise
+        for header in common:
+            request.setHeader(*header)
+        request.setHeader(b"X-Cache", opened.outcome.encode("ascii"))
+        if opened.size is not None:
+            request.setHeader(b"Accept-Ranges", b"bytes")
+            length = opened.size
+            if wanted is not None:
+                start, last = wanted
+                end = last + 1
+                length = end - start
+                request.setResponseCode(206)
+                request.setHeader(
+                    b"Content-Range", f"bytes {start}-{last}/{opened.size}".encode("ascii")
+                )
+            request.setHeader(b"Content-Length", str(length).encode("ascii"))
+        follower = FileFollower(request, opened.source, opened.fd, mirror.run, start, end)
+        await follower.begin()
+        mirror.served_bytes["cache" if opened.outcome == "HIT" else "upstream"] += follower.sent
+
+    async def _tags(self, exchange: _Exchange, mirror: Mirror, name: str, _: str) -> None:
+        request = exchange.request
+        query = []
+        n = request.args.get(b"n")
+        if n:
+            text = n[0].decode("latin-1")
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if not _PAGE_SIZE.fullmatch(text) or int(text) > MAX_TAGS_PAGE:
+                raise RegistryError(400, "PAGINATION_NUMBER_INVALID", f"invalid n={text[:20]!r}")
+            query.append(f"n={int(text)}")
+        last = request.args.get(b"last")
+        if last:
+            query.append(f"last={parse_tag(last[0].decode('latin-1'))}")
+        page = await mirror.tags.get(name, "&".join(query))
+        if exchange.gone:
+            return
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", str(len(page.body)).encode("ascii"))
+        link = _next_page_link(page.link, name) if page.link else None
+        if link is not None:
+            request.setHeader(b"Link", link.encode("ascii"))
+        request.write(page.body)
+        request.finish()
+
+
+_NEXT_LINK = re.compile(
+    r'\s*<(?:https?://[^/>]+)?(?P<path>/v2/[^>?]+/tags/list)(?:\?(?P<query>[^>]*))?>\s*;\s*rel="?next"?\s*'
+)
+
+
+def _next_page_link(link: str, name: str) -> str | None:
+    """Upstream's next-page link, pointed at this mirror instead; None unless
+    it is a next page of this very tag list (anything else upstream put there
+    is not relayed)."""
+    match = _NEXT_LINK.fullmatch(link)
+    if match is None or match.group("path") != f"/v2/{name}/tags/list":
+        return None
+    query = []
+    for key, values in parse_qs(match.group("query") or "", keep_blank_values=True).items():
+        if key == "n" and len(values) == 1 and _PAGE_SIZE.fullmatch(values[0]):
+            query.append(f"n={values[0]}")
+        elif key == "last" and len(values) == 1 and is_tag(values[0]):
+            query.append(f"last={values[0]}")
+        else:
+            return None
+    return f'</v2/{name}/tags/list{"?" + "&".join(query) if query else ""}>; rel="next"'

@@ -1,0 +1,144 @@
+"""Blobs: served from the cache, or from the one fill that fetches them.
+
+A digest never changes, so a cached blob never costs an upstream request.
+A miss starts a `Fill`; every other request for the same digest, from any
+repository, joins it while it runs and starts at once with what is on disk.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ..common.runner import Runner
+from ..registry.names import Digest
+from ..storage.filesystem import FilesystemStore
+from ..upstream.client import UpstreamClient
+from .eviction import Evictor
+from .fill import Fill, FillFailed, FillGone
+from .follow import CompleteFile, Source
+
+log = Logger()
+
+HIT, MISS, JOIN = "HIT", "MISS", "JOIN"
+# How many just-committed digests to remember: closes the window between a
+# request finding no file on disk and finding no fill any more.
+_RECENT_COMMITS = 4096
+
+
+@frozen
+class OpenBlob:
+    """What one response streams: a source, a descriptor it owns, a size."""
+
+    source: Source
+    fd: int
+    size: int | None
+    outcome: str
+
+
+@define(eq=False)
+class BlobCache:
+    _registry: str
+    _upstream: UpstreamClient
+    _store: FilesystemStore
+    _run: Runner
+    _clock: IReactorTime
+    _silence: float
+    _fills: dict[Digest, Fill] = field(factory=dict)
+    _recent: OrderedDict[Digest, None] = field(factory=OrderedDict)
+    outcomes: Counter[str] = field(factory=Counter)
+    # Fills that failed, by why: "upstream", "length", "digest", "disk".
+    failures: Counter[str] = field(factory=Counter)
+    # Responses streaming each digest now: eviction leaves these alone.
+    _serving: Counter[Digest] = field(factory=Counter)
+    evictor: Evictor | None = None
+
+    def in_use(self) -> set[tuple[str, str]]:
+        digests = set(self._fills) | {d for d, n in self._serving.items() if n > 0}
+        return {(self._registry, str(d)) for d in digests}
+
+    def done_with(self, digest: Digest) -> None:
+        """A response that `open` served is over."""
+        self._serving[digest] -= 1
+        if self._serving[digest] <= 0:
+            del self._serving[digest]
+
+    def _running_fill(self, digest: Digest) -> Fill | None:
+        fill = self._fills.get(digest)
+        if fill is None or fill.failed() or fill.relaying:
+            # A relayed fill keeps only what its own clients still need.
+            return None
+        return fill
+
+    async def size(self, repository: str, digest: Digest) -> int | None:
+        """For HEAD: the blob's size, without downloading anything."""
+        fill = self._running_fill(digest)
+        if fill is not None and fill.expected is not None:
+            return fill.expected
+        size = await self._store.blob_size(self._registry, digest)
+        if size is not None:
+            return size
+        return await self._upstream.head_blob(repository, digest)
+
+    async def open(self, repository: str, digest: Digest) -> OpenBlob:
+        for _ in range(3):
+            fill = self._running_fill(digest)
+            if fill is None:
+                opened = await self._store.open_blob(self._registry, digest)
+                if opened is not None:
+                    self.outcomes[HIT] += 1
+                    self._serving[digest] += 1
+                    if self.evictor is not None:
+                        self.evictor.touch(self._registry, digest)
+                    return OpenBlob(CompleteFile(opened.size), opened.fd, opened.size, HIT)
+                fill = self._running_fill(digest)
+            if fill is None and digest in self._recent:
+                # Committed while we looked: it is on disk now, look again.
+                self._recent.pop(digest)
+                continue
+            outcome = JOIN
+            if fill is None:
+                fill = self._start(repository, digest)
+                outcome = MISS
+            try:
+                fd = await fill.join()
+            except FillGone:
+                continue
+            self.outcomes[outcome] += 1
+            self._serving[digest] += 1
+            return OpenBlob(fill, fd, fill.expected, outcome)
+        raise FillFailed(f"blob {digest} came and went from the cache")
+
+    def _start(self, repository: str, digest: Digest) -> Fill:
+        fill = Fill(self._registry, digest, self._store, self._run, self._clock, self._silence)
+        self._fills[digest] = fill
+        log.info("miss {repository}@{digest}: fetching", repository=repository, digest=str(digest))
+        fill.done.addCallback(self._fill_over, fill)
+        Deferred.fromCoroutine(fill.run(self._upstream, repository))
+        return fill
+
+    def _fill_over(self, _: object, fill: Fill) -> None:
+        if self._fills.get(fill.digest) is fill:
+            del self._fills[fill.digest]
+        if fill.state == "failed" and fill.failure_kind:
+            self.failures[fill.failure_kind] += 1
+        elif fill.state == "verified":
+            # Relayed whole, but the cache could not keep it.
+            self.failures["disk"] += 1
+        if fill.state == "committed":
+            self._store.count_committed(fill.written)
+            if self.evictor is not None:
+                self.evictor.check()
+            self._recent[fill.digest] = None
+            while len(self._recent) > _RECENT_COMMITS:
+                self._recent.popitem(last=False)
+        fill.release()
+
+    @property
+    def fills_in_flight(self) -> int:
+        return len(self._fills)
+

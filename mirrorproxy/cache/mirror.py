@@ -1,0 +1,36 @@
+"""One upstream's mirror (manifests, blobs, tag lists) and the routing to it.
+
+Requests are routed by containerd's ``?ns=`` (and, later, by path prefix) to
+the `Mirror` of one upstream registry; today there is one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from attrs import define, field
+
+from ..common.runner import Runner
+from ..registry.names import docker_hub_name
+from ..storage.filesystem import FilesystemStore
+from ..upstream.client import UpstreamClient
+from ..upstream.settings import UpstreamRegistry
+from .blobs import BlobCache
+from .manifests import ManifestCache
+from .taglists import TagListCache
+
+
+@define(eq=False)
+class Mirror:
+    registry: UpstreamRegistry
+    upstream: UpstreamClient
+    manifests: ManifestCache
+    blobs: BlobCache
+    tags: TagListCache
+    run: Runner
+    store: FilesystemStore
+    # Bytes sent to clients, by where they came from: "cache" or "upstream".
+    served_bytes: Counter[str] = field(factory=Counter)
+
+    def canonical_name(self, name: str) -> str:
+        return docker_hub_name(name) if self.registry.is_docker_hub else name

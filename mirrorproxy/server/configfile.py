@@ -1,0 +1,200 @@
+"""The TOML configuration file: everything the command line says, plus secrets.
+
+Keys are the command-line option names (``cache-dir``, ``tag-ttl``, ...);
+upstream credentials live in an ``[upstream-credentials]`` table and
+timeouts in ``[timeouts]``.  Unknown keys and values of the wrong type are
+errors at start, named by their key.  A file that holds a secret must not be
+readable by everyone: the mirror refuses to start rather than run with a
+leaked password.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from typing import Any, Callable
+
+from ..cache.eviction import parse_size
+from ..cache.negative import DEFAULT_NEGATIVE_TTL
+from ..common.errors import ConfigError
+from ..upstream.settings import DOCKER_HUB_URL, Credentials, Timeouts, UpstreamRegistry
+from .config import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_LISTEN,
+    DEFAULT_TAG_TTL,
+    Settings,
+)
+
+# A smaller limit is a forgotten unit, not a cache: it would evict every
+# blob it fills.
+MIN_CACHE_SIZE = 1 << 20
+
+# key -> (type check, what the operator should have written)
+_Check = Callable[[Any], bool]
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(i, str) for i in v)
+
+
+TOP_LEVEL: dict[str, tuple[_Check, str]] = {
+    "listen": (_is_str_list, "a list of endpoint strings"),
+    "upstream": (_is_str, "a URL"),
+    "cache-dir": (_is_str, "a directory path"),
+    "tag-ttl": (_is_number, "a number of seconds"),
+    "upstream-proxy": (_is_str, "a proxy URL"),
+    "upstream-ca": (_is_str, "a PEM file path"),
+    "upstream-insecure": (_is_bool, "true or false"),
+    "htpasswd": (_is_str, "an htpasswd file path"),
+    "allow": (_is_str_list, "a list of CIDR networks"),
+    "upstream-redirect-allow": (_is_str_list, "a list of CIDR networks"),
+    "max-cache-size": (lambda v: _is_str(v) or (_is_number(v) and v > 0), "a size such as \"50G\""),
+    "metrics-listen": (_is_str_list, "a list of endpoint strings"),
+    "drain-timeout": (_is_number, "a number of seconds"),
+    "negative-ttl": (_is_number, "a number of seconds"),
+    "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a positive whole number"),
+    "log-format": (_is_str, "text, json or journal"),
+    "log-level": (_is_str, "debug, info, warn, error or critical"),
+}
+TABLES: dict[str, dict[str, tuple[_Check, str]]] = {
+    "upstream-credentials": {
+        "username": (_is_str, "a user name"),
+        "password": (_is_str, "a password"),
+    },
+    "timeouts": {
+        "connect": (_is_number, "a number of seconds"),
+        "headers": (_is_number, "a number of seconds"),
+        "body-silence": (_is_number, "a number of seconds"),
+    },
+}
+SECRET_TABLES = frozenset({"upstream-credentials"})
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The file's settings, checked; ConfigError says what is wrong where."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            document = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    for key, value in document.items():
+        if key in TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{key}] must be a table")
+            for inner, inner_value in value.items():
+                _check(path, f"{key}.{inner}", TABLES[key].get(inner), inner_value)
+        else:
+            _check(path, key, TOP_LEVEL.get(key), value)
+    if _holds_secret(document) and mode & stat.S_IROTH:
+        raise ConfigError(
+            f"config file {path} holds credentials and is readable by everyone; "
+            f"chmod o-r {path}"
+        )
+    return document
+
+
+def _check(path: str, key: str, rule: tuple[_Check, str] | None, value: Any) -> None:
+    if rule is None:
+        raise ConfigError(f"{path}: unknown setting {key!r}")
+    check, expected = rule
+    if not check(value):
+        raise ConfigError(f"{path}: {key} must be {expected}, not {value!r}")
+
+
+def _holds_secret(document: dict[str, Any]) -> bool:
+    if any(table in document for table in SECRET_TABLES):
+        return True
+    proxy = document.get("upstream-proxy", "")
+    # user:password@ in a proxy URL is a secret too.
+    return "@" in proxy.partition("://")[2].partition("/")[0]
+
+
+def settings_from(values: dict[str, Any], environ: Any) -> Settings:
+    """Settings from the merged file and command-line values (command line
+    already laid over the file), defaults for the rest, secrets from the
+    environment over the file's."""
+    credentials = Credentials.from_environment(environ)
+    if credentials is None and "upstream-credentials" in values:
+        table = values["upstream-credentials"]
+        if not table.get("username") or not table.get("password"):
+            raise ConfigError("[upstream-credentials] needs both username and password")
+        credentials = Credentials(table["username"], table["password"])
+    timeouts = values.get("timeouts", {})
+    tag_ttl = _seconds(values, "tag-ttl", DEFAULT_TAG_TTL)
+    max_size = values.get("max-cache-size")
+    try:
+        max_cache_size = parse_size(str(max_size)) if max_size is not None else None
+    except ValueError as e:
+        raise ConfigError(f"max-cache-size: {e}") from None
+    if max_cache_size is not None and max_cache_size < MIN_CACHE_SIZE:
+        raise ConfigError(
+            f"max-cache-size {max_size!r} is below 1 MiB (bytes, unless a unit is given: 50G, 512M)"
+        )
+    try:
+        timeout_values = Timeouts(
+            connect=float(timeouts.get("connect", Timeouts().connect)),
+            headers=float(timeouts.get("headers", Timeouts().headers)),
+            body_silence=float(timeouts.get("body-silence", Timeouts().body_silence)),
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"timeouts: {e}") from None
+    return Settings(
+        listen=tuple(values.get("listen") or (DEFAULT_LISTEN,)),
+        upstream=UpstreamRegistry.from_url(values.get("upstream", DOCKER_HUB_URL)),
+        cache_dir=values.get("cache-dir", DEFAULT_CACHE_DIR),
+        tag_ttl=tag_ttl,
+        credentials=credentials,
+        timeouts=timeout_values,
+        max_cache_size=max_cache_size,
+        metrics_listen=tuple(values.get("metrics-listen") or ()),
+        upstream_proxy=values.get("upstream-proxy"),
+        upstream_ca=values.get("upstream-ca"),
+        upstream_insecure=bool(values.get("upstream-insecure", False)),
+        htpasswd=values.get("htpasswd"),
+        allow=tuple(values.get("allow") or ()),
+        upstream_redirect_allow=tuple(values.get("upstream-redirect-allow") or ()),
+        drain_timeout=_seconds(values, "drain-timeout", DEFAULT_DRAIN_TIMEOUT),
+        max_connections=_count(values, "max-connections"),
+        negative_ttl=_seconds(values, "negative-ttl", DEFAULT_NEGATIVE_TTL),
+    )
+
+
+def _seconds(values: dict[str, Any], key: str, default: float) -> float:
+    """A duration option: a number of seconds, not negative; ConfigError
+    naming the option otherwise (a command-line value arrives as text)."""
+    value = values.get(key, default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
+    return seconds
+
+
+def _count(values: dict[str, Any], key: str) -> int | None:
+    """A positive whole number option, or None when not given."""
+    value = values.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{key} must be a positive whole number, not {value!r}")
+    return int(text)

@@ -1,0 +1,230 @@
+"""Building the running mirror from Settings: pools, clients, caches, site."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from attrs import define
+from treq.client import HTTPClient
+from twisted.application import strports
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import HTTPConnectionPool
+
+from ..api.access import AccessSettings, guard
+from ..api.openresponses import OpenResponses
+from ..api.resource import RegistryRoot
+from ..api.routing import Router
+from ..cache.blobs import BlobCache
+from ..cache.eviction import Evictor
+from ..cache.manifests import ManifestCache
+from ..cache.mirror import Mirror
+from ..cache.negative import NotFoundCache
+from ..cache.taglists import TagListCache
+from ..common.networks import parse_networks
+from ..common.runner import Runner
+from ..storage.filesystem import FilesystemStore
+from ..upstream.auth import Authenticator
+from ..upstream.client import UpstreamClient
+from ..upstream.egress import INSECURE_WARNING, make_agent, proxy_settings
+from ..upstream.egress.addresses import AddressPolicy
+from .channel import MirrorSite
+from .config import Settings
+from .connections import ConnectionGate, default_max_connections, descriptor_limit
+from .drain import GracefulService
+from .metrics import metrics_root, metrics_site
+from .readiness import UpstreamProbe
+
+log = Logger()
+
+# Enough threads for cold reads and fsyncs of many clients at once; file I/O
+# releases the GIL, so these overlap.
+IO_THREADS = 16
+# bcrypt checks of client passwords: few (successes are remembered), slow on
+# purpose, and kept apart so a flood of wrong passwords cannot starve file I/O.
+AUTH_THREADS = 2
+
+
+def redirect_policy(settings: Settings) -> AddressPolicy:
+    """Where the upstream's redirects may lead: its own host, global
+    addresses, and the networks the operator allowed."""
+    host = urlsplit(settings.upstream.url).hostname or ""
+    return AddressPolicy(host, parse_networks(settings.upstream_redirect_allow, "--upstream-redirect-allow"))
+
+
+def build_mirror(
+    settings: Settings,
+    http: HTTPClient,
+    clock: IReactorTime,
+    run: Runner,
+    redirect_http: HTTPClient | None = None,
+) -> Mirror:
+    """Wire one upstream's mirror from its parts; the unit tests use this too.
+
+    `redirect_http` is the client for hosts the upstream redirects to, whose
+    connections are checked against the redirect policy (the service's; the
+    unit tests' fake upstream resolves nothing)."""
+    store = FilesystemStore(settings.cache_dir, run)
+    registry = settings.upstream
+    client: UpstreamClient
+
+    async def fetch_token(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        return await client.token_fetch(url, headers)
+
+    auth = Authenticator(fetch_token, clock, settings.credentials)
+    client = UpstreamClient(
+        registry,
+        http,
+        clock,
+        auth,
+        settings.timeouts,
+        redirect_policy=redirect_policy(settings),
+        redirect_http=redirect_http,
+    )
+    key = registry.cache_key
+    missing = NotFoundCache(clock, settings.negative_ttl)
+    mirror = Mirror(
+        registry=registry,
+        upstream=client,
+        manifests=ManifestCache(key, client, store, clock, settings.tag_ttl, missing),
+        blobs=BlobCache(key, client, store, run, clock, settings.timeouts.body_silence),
+        tags=TagListCache(client, clock, settings.tag_ttl, missing),
+        run=run,
+        store=store,
+    )
+    if settings.max_cache_size is not None:
+        mirror.blobs.evictor = Evictor(store, run, settings.max_cache_size, mirror.blobs.in_use)
+    return mirror
+
+
+@define(eq=False)
+class _ThreadPoolService(Service):
+    pool: ThreadPool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.pool.stop()
+
+
+@define(eq=False)
+class _ConnectionPoolService(Service):
+    pool: HTTPConnectionPool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+def make_mirror_service(settings: Settings, reactor: Any) -> IService:
+    """The whole service: listeners, the I/O thread pool, the upstream pool.
+
+    Raises store.CacheDirError before anything starts if the cache is
+    unusable, and ConfigError if the htpasswd file or a network is.
+    """
+    responses = OpenResponses()
+    top = GracefulService(responses, reactor, settings.drain_timeout)
+    threads = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="mirrorproxy-io")
+    top.add_backend(_ThreadPoolService(threads))
+    run: Runner = partial(deferToThreadPool, reactor, threads)
+
+    proxy = proxy_settings(settings.upstream_proxy, os.environ)
+
+    def agent_with_pool(address_policy: AddressPolicy | None) -> HTTPClient:
+        # Each agent its own pool: pooled connections are keyed by target,
+        # not by the checks made when they were opened.
+        connections = HTTPConnectionPool(reactor, persistent=True)
+        connections.maxPersistentPerHost = 16
+        top.add_backend(_ConnectionPoolService(connections))
+        return HTTPClient(
+            make_agent(
+                reactor,
+                connections,
+                proxy=proxy,
+                ca_file=settings.upstream_ca,
+                verify=not settings.upstream_insecure,
+                connect_timeout=settings.timeouts.connect,
+                address_policy=address_policy,
+            )
+        )
+
+    http = agent_with_pool(None)
+    redirect_http = agent_with_pool(redirect_policy(settings))
+    if proxy is not None:
+        log.info("upstream egress: {routes}", routes=proxy.describe())
+        for note in proxy.notes:
+            log.warn("upstream egress: {note}", note=note)
+    if settings.upstream_insecure:
+        log.warn("{warning}", warning=INSECURE_WARNING)
+
+    mirror = build_mirror(settings, http, reactor, run, redirect_http)
+    mirror.store.prepare()
+    top.add_backend(_Measure(mirror.store))
+    top.add_backend(_Probe(UpstreamProbe(mirror.upstream, reactor)))
+    root: Any = RegistryRoot(Router([mirror]), responses)
+    access = AccessSettings.from_options(settings.htpasswd, settings.allow)
+    if access.enabled:
+        checkers = ThreadPool(minthreads=0, maxthreads=AUTH_THREADS, name="mirrorproxy-auth")
+        top.add_backend(_ThreadPoolService(checkers))
+        root = guard(root, access, partial(deferToThreadPool, reactor, checkers), reactor)
+    max_connections = settings.max_connections or default_max_connections(descriptor_limit())
+    gate = ConnectionGate(reactor, max_connections, parse_networks(settings.allow, "--allow"))
+    site = MirrorSite(root, gate=gate)
+    site.displayTracebacks = False
+    for endpoint in settings.listen:
+        top.add_listener(strports.service(endpoint, site, reactor=reactor), endpoint)
+    if settings.metrics_listen:
+        metrics, _ = metrics_root(mirror, site, reactor)
+        for endpoint in settings.metrics_listen:
+            top.add_listener(
+                strports.service(endpoint, metrics_site(metrics, reactor), reactor=reactor), endpoint
+            )
+    log.info(
+        "mirroring {upstream} into {cache_dir}",
+        upstream=settings.upstream.url,
+        cache_dir=os.path.abspath(settings.cache_dir),
+    )
+    log.info(
+        "taking up to {count} client connections (file descriptor limit {limit})",
+        count=max_connections,
+        limit=descriptor_limit(),
+    )
+    return top
+
+
+@define(eq=False)
+class _Probe(Service):
+    """Asks upstream's /v2/ at start and then now and then, for /readyz."""
+
+    probe: UpstreamProbe
+
+    def startService(self) -> None:
+        super().startService()
+        self.probe.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.probe.stop()
+
+
+@define(eq=False)
+class _Measure(Service):
+    """Counts what the cache holds once at start, off the reactor."""
+
+    store: FilesystemStore
+
+    def startService(self) -> None:
+        super().startService()
+        Deferred.fromCoroutine(self.store.measure()).addErrback(
+            lambda f: log.failure("cannot measure the cache", f)
+        )

@@ -1,0 +1,465 @@
+"""The upstream registry client: requests, auth, redirects, errors.
+
+It speaks to one upstream registry over an injected treq HTTPClient and
+knows nothing of the clients the mirror serves.  Bodies are never buffered
+here except small ones (manifests, tag lists, errors); blob bodies are handed
+back to the caller to stream.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+from collections import Counter
+from urllib.parse import urlsplit
+
+from attrs import define, field, frozen
+from treq.client import HTTPClient
+from twisted.internet import error as net_error
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from ..registry.documents import (
+    MANIFEST_TYPES,
+    DocumentInvalid,
+    check_manifest,
+    check_tag_list,
+)
+from ..registry.mediatypes import accepts, manifest_media_type, upstream_accept
+from ..registry.names import Digest
+from .auth import Authenticator, AuthError, pull_scope
+from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
+from .egress.addresses import AddressPolicy, InternalAddressRefused
+from .redirects import CREDENTIAL_HEADERS, RedirectRefused, next_hop
+from .settings import Timeouts, UpstreamRegistry
+
+log = Logger()
+
+MAX_REDIRECTS = 5
+# distribution refuses manifests over 4 MiB; so do we.
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_SMALL_BODY = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class UpstreamError(Exception):
+    """Upstream did not give us what we asked for."""
+
+
+class UpstreamNotFound(UpstreamError):
+    def __init__(self, code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UpstreamDenied(UpstreamError):
+    """Upstream refused us even with a token: private, or does not exist."""
+
+
+class UpstreamRateLimited(UpstreamError):
+    def __init__(self, retry_after: str | None) -> None:
+        super().__init__("upstream rate limit reached")
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Unreachable, 5xx, or an answer that makes no sense (502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """Upstream did not answer in time (504)."""
+
+
+class UpstreamInvalid(UpstreamUnavailable):
+    """Upstream answered with content that fails its own checks."""
+
+
+class ManifestNotAcceptable(UpstreamError):
+    """Upstream's manifest is of a type the client did not accept (404, as
+    distribution answers; not a sign that the tag is missing)."""
+
+
+@frozen
+class ManifestHead:
+    digest: Digest | None
+    media_type: str | None
+    size: int | None
+
+
+@frozen
+class FetchedManifest:
+    body: bytes = field(repr=False)
+    media_type: str
+    digest: Digest
+
+
+@frozen
+class TagsPage:
+    body: bytes = field(repr=False)
+    link: str | None
+
+
+def _header(response: IResponse, name: bytes) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    return values[0].decode("latin-1") if values else None
+
+
+def content_length(response: IResponse) -> int | None:
+    """The body's length: a HEAD answer's header, or what Twisted's client
+    took out of a GET answer's headers into `length`."""
+    value = _header(response, b"content-length")
+    if value is not None:
+        return int(value) if value.isdigit() else None
+    length = response.length
+    return length if isinstance(length, int) else None
+
+
+@define(eq=False)
+class UpstreamClient:
+    """Registry API calls against one upstream."""
+
+    registry: UpstreamRegistry
+    _http: HTTPClient
+    _clock: IReactorTime
+    _auth: Authenticator
+    _timeouts: Timeouts = field(factory=Timeouts)
+    # Where redirects may lead (by default: the registry's own host and
+    # global addresses), and the client redirect hops go through: one whose
+    # connections are checked against that policy.
+    _redirect_policy: AddressPolicy | None = None
+    _redirect_http: HTTPClient | None = None
+    # (method, kind, status) -> count; read by tests and, later, metrics.
+    requests: Counter[tuple[str, str, int]] = field(factory=Counter)
+    # When upstream last answered, and last failed to; for /readyz.
+    last_answer: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None
+    # Docker Hub's `ratelimit-remaining` (e.g. "97;w=21600"), latest seen.
+    ratelimit_remaining: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self._redirect_policy is None:
+            self._redirect_policy = AddressPolicy(urlsplit(self.registry.url).hostname or "")
+
+    @property
+    def token_requests(self) -> int:
+        return self._auth.token_requests
+
+    # -- the registry API ---------------------------------------------------
+
+    async def head_manifest(
+        self, repository: str, reference: str, accept: list[str]
+    ) -> ManifestHead:
+        response = await self._send(
+            "HEAD", repository, f"manifests/{reference}", "manifest", accept
+        )
+        discard_body(response)
+        digest_text = _header(response, b"docker-content-digest")
+        digest = None
+        if digest_text:
+            try:
+                digest = Digest.parse(digest_text)
+            except ValueError:
+                digest = None
+        media_type = manifest_media_type(_header(response, b"content-type"), b"")
+        if media_type not in MANIFEST_TYPES or not accepts(accept, media_type):
+            # Not an answer to rely on: a GET will say what it is.
+            media_type = None
+        return ManifestHead(digest, media_type, content_length(response))
+
+    async def get_manifest(
+        self, repository: str, reference: str | Digest, accept: list[str]
+    ) -> FetchedManifest:
+        response = await self._send(
+            "GET", repository, f"manifests/{reference}", "manifest", accept
+        )
+        body = await self._read_small(response, MAX_MANIFEST_SIZE, "manifest")
+        digest = Digest(hashlib.sha256(body).hexdigest())
+        claimed = _header(response, b"docker-content-digest")
+        wanted = reference if isinstance(reference, Digest) else None
+        if claimed:
+            try:
+                claimed_digest = Digest.parse(claimed)
+            except ValueError:
+                claimed_digest = None
+            if claimed_digest is not None and claimed_digest != digest:
+                raise UpstreamInvalid(
+                    f"manifest {repository}:{reference} hashes to {digest}, "
+                    f"upstream says {claimed}"
+                )
+        if wanted is not None and wanted != digest:
+            log.error(
+                "upstream sent wrong bytes for manifest {repository}@{digest}: got {actual}",
+                repository=repository,
+                digest=str(wanted),
+                actual=str(digest),
+            )
+            raise UpstreamInvalid(f"upstream manifest does not match {wanted}")
+        media_type = manifest_media_type(_header(response, b"content-type"), body)
+        where = f"{repository}@{reference}" if wanted is not None else f"{repository}:{reference}"
+        try:
+            check_manifest(body, media_type or "")
+        except DocumentInvalid as e:
+            log.error("upstream's manifest {where} refused: {reason}", where=where, reason=str(e))
+            raise UpstreamInvalid(f"upstream's manifest {where} refused: {e}") from None
+        assert media_type is not None
+        return FetchedManifest(body, media_type, digest)
+
+    async def head_blob(self, repository: str, digest: Digest) -> int | None:
+        response = await self._send("HEAD", repository, f"blobs/{digest}", "blob")
+        discard_body(response)
+        return content_length(response)
+
+    async def get_blob(self, repository: str, digest: Digest, start: int = 0) -> IResponse:
+        """A response whose body the caller must deliver or discard.
+
+        From `start` on, a 206 whose body begins at `start`, or a 200 with the
+        whole blob from an upstream that ignores ranges (the caller skips).
+        """
+        extra = {"Range": f"bytes={start}-"} if start else None
+        response = await self._send("GET", repository, f"blobs/{digest}", "blob", extra=extra)
+        if start and response.code == 206:
+            content_range = _header(response, b"content-range") or ""
+            if not content_range.startswith(f"bytes {start}-"):
+                discard_body(response)
+                raise UpstreamInvalid(f"upstream resumed {digest} at the wrong place: {content_range!r}")
+        return response
+
+    async def get_tags(self, repository: str, query: str) -> TagsPage:
+        path = "tags/list" + (f"?{query}" if query else "")
+        response = await self._send("GET", repository, path, "tags")
+        body = await self._read_small(response, MAX_SMALL_BODY, "tag list")
+        try:
+            check_tag_list(body)
+        except DocumentInvalid as e:
+            log.error("upstream's tag list of {repository} refused: {reason}", repository=repository, reason=str(e))
+            raise UpstreamInvalid(f"upstream's tag list of {repository} refused: {e}") from None
+        return TagsPage(body, _header(response, b"link"))
+
+    # -- plumbing -------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        repository: str,
+        path: str,
+        kind: str,
+        accept: list[str] | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> IResponse:
+        url = f"{self.registry.url}/v2/{repository}/{path}"
+        scope = pull_scope(repository)
+        headers = dict(extra or {})
+        if kind == "manifest":
+            headers["Accept"] = ", ".join(upstream_accept(accept))
+        for attempt in (1, 2):
+            authorization = await self._authorization(scope)
+            request_headers = dict(headers)
+            if authorization:
+                request_headers["Authorization"] = authorization
+            response = await self._follow(method, url, request_headers, kind)
+            if response.code == 401 and attempt == 1:
+                # Several challenges may come in several header lines.
+                challenge = ", ".join(
+                    v.decode("latin-1")
+                    for v in response.headers.getRawHeaders(b"www-authenticate", [])
+                )
+                discard_body(response)
+                if authorization:
+                    self._auth.forget(scope)
+                if self._auth.learn(challenge):
+                    continue
+                raise UpstreamDenied("upstream asks for credentials it does not say how to get")
+            await self._check(response, method, kind)
+            return response
+        raise AssertionError("unreachable")
+
+    async def _authorization(self, scope: str) -> str | None:
+        try:
+            return await self._auth.authorization(scope)
+        except AuthError as e:
+            if e.denied:
+                raise UpstreamDenied(str(e)) from None
+            raise UpstreamUnavailable(str(e)) from None
+        except UpstreamError:
+            raise
+        except Exception as e:
+            raise UpstreamUnavailable(f"token service failed: {e}") from None
+
+    async def token_fetch(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Fetch a token; the Authenticator's way out to the network."""
+        response = await self._follow("GET", url, headers, "token")
+        if response.code == 429:
+            discard_body(response)
+            raise UpstreamRateLimited(_header(response, b"retry-after"))
+        try:
+            body = await read_body(response, MAX_SMALL_BODY, self._clock, self._timeouts.body_silence)
+        except (BodyTooLarge, BodySilent, BodyTruncated) as e:
+            raise UpstreamUnavailable(f"token service: {e}") from None
+        return response.code, body
+
+    async def _follow(
+        self, method: str, url: str, headers: dict[str, str], kind: str
+    ) -> IResponse:
+        http = self._http
+        assert self._redirect_policy is not None
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._request(http, method, url, headers, kind)
+            if response.code not in _REDIRECTS:
+                return response
+            location = _header(response, b"location")
+            discard_body(response)
+            if not location:
+                raise UpstreamInvalid(f"upstream redirect without a Location ({kind})")
+            try:
+                url, same_origin = next_hop(url, location, self._redirect_policy)
+            except RedirectRefused as e:
+                log.warn(
+                    "refused a redirect from upstream ({kind} {method}) {reason}",
+                    kind=kind,
+                    method=method,
+                    reason=str(e),
+                )
+                raise UpstreamInvalid(f"refused a redirect from upstream {e}") from None
+            if not same_origin:
+                # Credentials are for the registry's origin, never for its CDN.
+                headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+            # Hosts upstream sends us to are connected to only at addresses
+            # the policy allows.
+            http = self._redirect_http or self._http
+        raise UpstreamInvalid(f"more than {MAX_REDIRECTS} redirects from upstream ({kind})")
+
+    async def _request(
+        self, http: HTTPClient, method: str, url: str, headers: dict[str, str], kind: str
+    ) -> IResponse:
+        try:
+            d: Deferred[IResponse] = http.request(
+                method,
+                url,
+                headers=Headers({k: [v] for k, v in headers.items()}),
+                unbuffered=True,
+                allow_redirects=False,
+            )
+        except ValueError as e:
+            # An URL Twisted cannot send to (a bad host name, say).
+            raise UpstreamInvalid(f"cannot send a request to {url[:200]!r}: {e}") from None
+        timed_out = False
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        timer = self._clock.callLater(self._timeouts.headers, on_timeout)
+        where = urlsplit(url).netloc
+        try:
+            response = await d
+        except CancelledError:
+            if not timed_out:
+                raise
+            failure: UpstreamError = UpstreamTimeout(
+                f"upstream did not answer within {self._timeouts.headers:g}s"
+            )
+        except InternalAddressRefused as e:
+            log.warn("refused a redirect from upstream ({kind} {method}): {reason}", kind=kind, method=method, reason=str(e))
+            failure = UpstreamInvalid(f"refused a redirect from upstream to an internal address: {e}")
+        except net_error.TimeoutError:
+            failure = UpstreamTimeout(f"timed out connecting to {where}")
+        except (net_error.ConnectError, net_error.DNSLookupError) as e:
+            if getattr(e, "osError", None) in (errno.EMFILE, errno.ENFILE):
+                # No descriptor for a socket: the mirror's shortage, passing.
+                self.requests[(method, kind, 0)] += 1
+                raise OSError(e.osError, f"no file descriptor to reach {where}") from None
+            failure = UpstreamUnavailable(f"cannot reach {where}: {e}")
+        except ResponseNeverReceived as e:
+            if timed_out:
+                failure = UpstreamTimeout(
+                    f"upstream did not answer within {self._timeouts.headers:g}s"
+                )
+            else:
+                failure = UpstreamUnavailable(f"no answer from {where}: {e}")
+        except ResponseFailed as e:
+            failure = UpstreamUnavailable(f"malformed answer from {where}: {_reasons(e)}")
+        except ValueError as e:
+            failure = UpstreamInvalid(f"cannot send a request to {where}: {e}")
+        else:
+            self.requests[(method, kind, response.code)] += 1
+            if response.code < 500:
+                self.last_answer = self._clock.seconds()
+            else:
+                self._failed(UpstreamUnavailable(f"upstream answered {response.code} to a {kind} {method}"))
+            remaining = _header(response, b"ratelimit-remaining")
+            if remaining and remaining.partition(";")[0].strip().isdigit():
+                self.ratelimit_remaining = int(remaining.partition(";")[0])
+            return response
+        finally:
+            if timer.active():
+                timer.cancel()
+        self.requests[(method, kind, 0)] += 1
+        self._failed(failure)
+        raise failure
+
+    def _failed(self, error: BaseException) -> None:
+        self.last_failure = self._clock.seconds()
+        self.last_error = str(error)
+
+    async def ping(self) -> None:
+        """Ask upstream's ``/v2/``: any answer short of a 5xx (a 401 from a
+        registry that wants tokens included) means it is there."""
+        response = await self._request(self._http, "GET", f"{self.registry.url}/v2/", {}, "base")
+        discard_body(response)
+        if response.code >= 500:
+            raise UpstreamUnavailable(f"upstream answered {response.code} to GET /v2/")
+
+    async def _read_small(self, response: IResponse, limit: int, what: str) -> bytes:
+        try:
+            return await read_body(response, limit, self._clock, self._timeouts.body_silence)
+        except BodyTooLarge:
+            raise UpstreamInvalid(f"upstream {what} is larger than {limit} bytes") from None
+        except BodySilent:
+            raise UpstreamTimeout(f"upstream went silent sending a {what}") from None
+        except BodyTruncated as e:
+            raise UpstreamUnavailable(str(e)) from None
+
+    async def _check(self, response: IResponse, method: str, kind: str) -> None:
+        status = response.code
+        if 200 <= status < 300:
+            return
+        code, message = None, f"upstream answered {status}"
+        if method != "HEAD":
+            try:
+                body = await read_body(response, 64 * 1024, self._clock, self._timeouts.body_silence)
+                code, message = _first_error(body) or (None, message)
+            except Exception:
+                pass
+        else:
+            discard_body(response)
+        if status == 404:
+            raise UpstreamNotFound(code, message)
+        if status in (401, 403):
+            raise UpstreamDenied(message)
+        if status == 429:
+            raise UpstreamRateLimited(_header(response, b"retry-after"))
+        if status >= 500:
+            raise UpstreamUnavailable(f"upstream error {status}: {message}")
+        raise UpstreamUnavailable(f"unexpected upstream answer {status} to a {kind} {method}")
+
+
+def _reasons(error: ResponseFailed) -> str:
+    """What Twisted's HTTP parser made of an answer it could not read."""
+    return "; ".join(reason.getErrorMessage() for reason in error.reasons)[:300] or "unreadable"
+
+
+def _first_error(body: bytes) -> tuple[str | None, str] | None:
+    try:
+        errors = json.loads(body)["errors"]
+        first = errors[0]
+        return str(first.get("code")), str(first.get("message", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
