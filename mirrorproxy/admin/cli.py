@@ -1,8 +1,8 @@
 """``mirrorproxy``: the admin command, over a cache directory, running service or not.
 
 Only the command line lives here: options parsed, errors turned into one
-clear line and an exit status, the work handed to `inventory`, `listing`,
-`verify`, `gc`, `prefetch` and `servicemetrics`, and the results to
+clear line and an exit status, the work handed to `inventory`, `contents`,
+`verify`, `gc`, `prefetch` and `scrape`, and the results to
 `display`.
 
 Every subcommand takes ``--config FILE``, the service's own config file:
@@ -30,24 +30,24 @@ from attrs import frozen
 from ..registry.descriptors import Platform
 from ..server.config import DEFAULT_CACHE_DIR
 from . import display
+from .contents import UnknownRepository, list_cache
 from .gc import DEFAULT_GRACE, NothingToPurge, collect, purge
-from .imagenames import BadImageName, ImageName, parse_image
+from .imagerefs import BadImageName, ImageName, parse_image
 from .inventory import Inventory, UnknownRegistry, scan
-from .listing import UnknownRepository, list_cache
 from .prefetch import DEFAULT_JOBS, prefetch
 from .pullclient import DEFAULT_TIMEOUT, BadMirrorURL, MirrorClient, PullFailed
+from .scrape import (
+    DEFAULT_METRICS_URL,
+    CacheOutcomes,
+    MetricsUnavailable,
+    read_outcomes,
+)
 from .serviceconfig import (
     EndpointUnusable,
     ServiceConfig,
     ServiceConfigError,
     ServiceConfigUnreadable,
     read_service_config,
-)
-from .servicemetrics import (
-    DEFAULT_METRICS_URL,
-    CacheOutcomes,
-    MetricsUnavailable,
-    read_outcomes,
 )
 from .verify import DEFAULT_JOBS as DEFAULT_VERIFY_JOBS
 from .verify import content_bytes, verify

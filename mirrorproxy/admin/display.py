@@ -27,11 +27,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .contents import Listing
 from .gc import TYPE, GcReport, PurgeReport, Removal
 from .inventory import Inventory
-from .listing import Listing
 from .prefetch import ImagePlan, ImageResult
-from .servicemetrics import OUTCOMES, CacheOutcomes
+from .scrape import OUTCOMES, CacheOutcomes
 from .verify import VerifyReport
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")

@@ -29,7 +29,7 @@ from ..registry.descriptors import (
     references,
 )
 from ..registry.names import Digest
-from .imagenames import DEFAULT_TAG, ImageName
+from .imagerefs import DEFAULT_TAG, ImageName
 from .pullclient import BlobReceived, Manifest, MirrorClient, PullFailed
 
 DEFAULT_JOBS = 4

@@ -1,7 +1,7 @@
 """The /v2/ Resource tree: HTTP in, domain calls out, registry JSON errors out.
 
 This module never calls upstream and never touches files itself: it parses
-and checks what the client sent, asks the `Mirror` for a manifest, a blob or
+and checks what the client sent, asks the `RegistryCache` for a manifest, a blob or
 a tag list, and writes the answer.
 """
 
@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ..cache.blobs import OpenBlob
 from ..cache.follow import FileFollower, abort_connection
-from ..cache.mirror import Mirror
+from ..cache.registrycache import RegistryCache
 from ..registry.mediatypes import parse_accept
 from ..registry.names import Digest, is_tag, parse_name, parse_reference, parse_tag
 from .errors import NAME_INVALID, UNSUPPORTED, RegistryError, registry_error
@@ -162,7 +162,7 @@ class V2Resource(Resource):
             namespaces = request.args.get(b"ns")
             mirror = self._router.route(namespaces[0].decode("latin-1") if namespaces else None)
             name = mirror.canonical_name(parse_name(where.name))
-            serve: Callable[[_Exchange, Mirror, str, str], Awaitable[None]] = {
+            serve: Callable[[_Exchange, RegistryCache, str, str], Awaitable[None]] = {
                 "manifest": self._manifest,
                 "blob": self._blob,
                 "tags": self._tags,
@@ -185,7 +185,7 @@ class V2Resource(Resource):
                 )
             write_error(request, error)
 
-    async def _manifest(self, exchange: _Exchange, mirror: Mirror, name: str, reference: str) -> None:
+    async def _manifest(self, exchange: _Exchange, mirror: RegistryCache, name: str, reference: str) -> None:
         request = exchange.request
         parsed = parse_reference(reference)
         accept = parse_accept(
@@ -204,7 +204,7 @@ class V2Resource(Resource):
             mirror.served_bytes["cache" if served.outcome == "HIT" else "upstream"] += served.size
         request.finish()
 
-    async def _blob(self, exchange: _Exchange, mirror: Mirror, name: str, reference: str) -> None:
+    async def _blob(self, exchange: _Exchange, mirror: RegistryCache, name: str, reference: str) -> None:
         request = exchange.request
         digest = Digest.parse(reference)
         common = [
@@ -234,7 +234,7 @@ class V2Resource(Resource):
     async def _stream_blob(
         self,
         exchange: _Exchange,
-        mirror: Mirror,
+        mirror: RegistryCache,
         opened: OpenBlob,
         common: list[tuple[bytes, bytes]],
     ) -> None:
@@ -267,7 +267,7 @@ class V2Resource(Resource):
         await follower.begin()
         mirror.served_bytes["cache" if opened.outcome == "HIT" else "upstream"] += follower.sent
 
-    async def _tags(self, exchange: _Exchange, mirror: Mirror, name: str, _: str) -> None:
+    async def _tags(self, exchange: _Exchange, mirror: RegistryCache, name: str, _: str) -> None:
         request = exchange.request
         query = []
         n = request.args.get(b"n")

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from attrs import define
 
-from ..cache.mirror import Mirror
+from ..cache.registrycache import RegistryCache
 from .errors import NAME_UNKNOWN, RegistryError
 
 
 @define(eq=False)
 class Router:
-    _mirrors: list[Mirror]
+    _mirrors: list[RegistryCache]
 
-    def route(self, namespace: str | None) -> Mirror:
+    def route(self, namespace: str | None) -> RegistryCache:
         if namespace is None:
             return self._mirrors[0]
         for mirror in self._mirrors:

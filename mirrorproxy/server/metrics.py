@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ..cache.mirror import Mirror
+from ..cache.registrycache import RegistryCache
 from .channel import MirrorSite
 from .readiness import Readiness
 
@@ -26,7 +26,7 @@ from .readiness import Readiness
 class MirrorCollector:
     """Reads one mirror's counters into metric families."""
 
-    _mirror: Mirror
+    _mirror: RegistryCache
     _site: MirrorSite
 
     def collect(self) -> Iterator[Metric]:
@@ -139,7 +139,7 @@ def metrics_site(root: Resource, clock: IReactorTime) -> MirrorSite:
     return MirrorSite(root, reactor=clock, describe=describe_metrics_path)
 
 
-def metrics_root(mirror: Mirror, site: MirrorSite, clock: IReactorTime) -> tuple[Resource, CollectorRegistry]:
+def metrics_root(mirror: RegistryCache, site: MirrorSite, clock: IReactorTime) -> tuple[Resource, CollectorRegistry]:
     """/metrics, /healthz and /readyz for one mirror."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MirrorCollector(mirror, site))  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ..cache.mirror import Mirror
+from ..cache.registrycache import RegistryCache
 from ..upstream.client import UpstreamClient
 
 log = Logger()
@@ -63,7 +63,7 @@ class UpstreamProbe:
 class Readiness(Resource):
     """/readyz: 200 "ready", or 503 and each reason on its own line."""
 
-    _mirror: Mirror
+    _mirror: RegistryCache
     _clock: IReactorTime
     _checked_at: float = float("-inf")
     _writable: str | None = "not checked yet"

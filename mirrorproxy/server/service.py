@@ -18,15 +18,15 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 
-from ..api.access import AccessSettings, guard
+from ..api.guard import AccessSettings, guard
 from ..api.openresponses import OpenResponses
 from ..api.resource import RegistryRoot
 from ..api.routing import Router
 from ..cache.blobs import BlobCache
 from ..cache.eviction import Evictor
 from ..cache.manifests import ManifestCache
-from ..cache.mirror import Mirror
 from ..cache.negative import NotFoundCache
+from ..cache.registrycache import RegistryCache
 from ..cache.taglists import TagListCache
 from ..common.networks import parse_networks
 from ..common.runner import Runner
@@ -65,7 +65,7 @@ def build_mirror(
     clock: IReactorTime,
     run: Runner,
     redirect_http: HTTPClient | None = None,
-) -> Mirror:
+) -> RegistryCache:
     """Wire one upstream's mirror from its parts; the unit tests use this too.
 
     `redirect_http` is the client for hosts the upstream redirects to, whose
@@ -90,7 +90,7 @@ def build_mirror(
     )
     key = registry.cache_key
     missing = NotFoundCache(clock, settings.negative_ttl)
-    mirror = Mirror(
+    mirror = RegistryCache(
         registry=registry,
         upstream=client,
         manifests=ManifestCache(key, client, store, clock, settings.tag_ttl, missing),

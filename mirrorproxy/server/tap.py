@@ -14,7 +14,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from ..api.access import AccessSettings
+from ..api.guard import AccessSettings
 from ..common.errors import ConfigError
 from ..common.networks import parse_networks
 from ..storage.filesystem import CacheDirError

@@ -19,7 +19,7 @@ from twisted.internet.testing import StringTransport
 
 from mirrorproxy.api.resource import RegistryRoot
 from mirrorproxy.api.routing import Router
-from mirrorproxy.cache.mirror import Mirror
+from mirrorproxy.cache.registrycache import RegistryCache
 from mirrorproxy.server.channel import MirrorSite
 from mirrorproxy.server.config import Settings
 from mirrorproxy.server.service import build_mirror
@@ -194,7 +194,7 @@ class Harness:
         )
         self.store = FilesystemStore(self.cache_dir, self.run)
         self.store.prepare()
-        self.mirror: Mirror = build_mirror(self.settings, self.stub, self.clock, self.run)  # type: ignore[arg-type]
+        self.mirror: RegistryCache = build_mirror(self.settings, self.stub, self.clock, self.run)  # type: ignore[arg-type]
         Deferred.fromCoroutine(self.mirror.store.measure())
         self.site = MirrorSite(RegistryRoot(Router([self.mirror])), reactor=self.clock)
 

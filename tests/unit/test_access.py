@@ -20,7 +20,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
-from mirrorproxy.api.access import (
+from mirrorproxy.api.guard import (
     CACHE_ENTRIES,
     RELOAD_CHECK_INTERVAL,
     AccessSettings,

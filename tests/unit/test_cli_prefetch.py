@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mirrorproxy.admin.imagenames import BadImageName, ImageName, parse_image
+from mirrorproxy.admin.imagerefs import BadImageName, ImageName, parse_image
 from mirrorproxy.registry.descriptors import Platform
 from mirrorproxy.registry.mediatypes import ALL_MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 from mirrorproxy.registry.names import Digest

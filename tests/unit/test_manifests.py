@@ -1019,9 +1019,9 @@ def test_the_background_fetch_and_the_clients_get_by_digest_share_one_request(tm
 def test_a_narrow_answer_goes_with_its_tag_and_keeps_its_manifest(harness):
     """The admin command knows a narrower client's record: gc keeps what it
     names, purge of the tag removes it too, ls lists the tag once."""
+    from mirrorproxy.admin.contents import list_cache
     from mirrorproxy.admin.gc import collect, purge
     from mirrorproxy.admin.inventory import scan
-    from mirrorproxy.admin.listing import list_cache
 
     child, child_body = harness.registry.add_image(REPO, None, [b"layer"])  # type: ignore[arg-type]
     full = index(OCI_INDEX, (child, len(child_body)))

@@ -1,6 +1,6 @@
 """Image references as people type them: ``alpine``, ``org/img:1.2``, ``docker.io/x@sha256:...``.
 
-`names` owns the grammar of what reaches the mirror's paths; this module
+`registry.names` owns the grammar of what reaches the mirror's paths; this module
 owns the forms an operator types on the admin command's line, and turns them
 into a repository and a tag or digest, or a message saying what is wrong.
 """

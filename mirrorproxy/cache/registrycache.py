@@ -1,8 +1,6 @@
-"""One upstream's mirror (manifests, blobs, tag lists) and the routing to it.
-
-Requests are routed by containerd's ``?ns=`` (and, later, by path prefix) to
-the `Mirror` of one upstream registry; today there is one.
-"""
+"""One upstream registry's caches: its manifests, blobs and tag lists, the
+client that fills them, and the bytes they have served.  The API routes each
+request to one of these (`api.routing`)."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ from .taglists import TagListCache
 
 
 @define(eq=False)
-class Mirror:
+class RegistryCache:
     registry: UpstreamRegistry
     upstream: UpstreamClient
     manifests: ManifestCache
