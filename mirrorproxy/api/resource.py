@@ -201,7 +201,7 @@ class V2Resource(Resource):
         request.setHeader(b"X-Cache", served.outcome.encode("ascii"))
         if served.body is not None and request.method == b"GET":
             request.write(served.body)
-            mirror.served_bytes["cache" if served.outcome == "HIT" else "upstream"] += served.size
+            mirror.served_bytes["cache" if served.outcome.from_cache else "upstream"] += served.size
         request.finish()
 
     async def _blob(self, exchange: _Exchange, mirror: RegistryCache, name: str, reference: str) -> None:
@@ -265,7 +265,7 @@ class V2Resource(Resource):
             request.setHeader(b"Content-Length", str(length).encode("ascii"))
         follower = FileFollower(request, opened.source, opened.fd, mirror.run, start, end)
         await follower.begin()
-        mirror.served_bytes["cache" if opened.outcome == "HIT" else "upstream"] += follower.sent
+        mirror.served_bytes["cache" if opened.outcome.from_cache else "upstream"] += follower.sent
 
     async def _tags(self, exchange: _Exchange, mirror: RegistryCache, name: str, _: str) -> None:
         request = exchange.request

@@ -21,10 +21,11 @@ from ..upstream.client import UpstreamClient
 from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
 from .follow import CompleteFile, Source
+from .outcomes import Outcome
 
 log = Logger()
 
-HIT, MISS, JOIN = "HIT", "MISS", "JOIN"
+HIT, MISS, JOIN = Outcome.HIT, Outcome.MISS, Outcome.JOIN
 # How many just-committed digests to remember: closes the window between a
 # request finding no file on disk and finding no fill any more.
 _RECENT_COMMITS = 4096
@@ -37,7 +38,7 @@ class OpenBlob:
     source: Source
     fd: int
     size: int | None
-    outcome: str
+    outcome: Outcome
 
 
 @define(eq=False)

@@ -41,10 +41,11 @@ from ..upstream.client import (
 )
 from .heldmanifests import HeldManifests
 from .negative import NotFoundCache
+from .outcomes import Outcome
 
 log = Logger()
 
-HIT, MISS, REVALIDATED, STALE = "HIT", "MISS", "REVALIDATED", "STALE"
+HIT, MISS, REVALIDATED, STALE = Outcome.HIT, Outcome.MISS, Outcome.REVALIDATED, Outcome.STALE
 
 # How often the cache's stamp is read to learn whether an admin command
 # (purge, gc, verify) removed files (seconds).
@@ -59,7 +60,7 @@ class ServedManifest:
     media_type: str
     size: int
     body: bytes | None = field(repr=False)
-    outcome: str
+    outcome: Outcome
 
 
 @define(eq=False)
@@ -199,7 +200,7 @@ class ManifestCache:
         return record
 
     async def _from_record(
-        self, record: TagRecord, want_body: bool, outcome: str
+        self, record: TagRecord, want_body: bool, outcome: Outcome
     ) -> ServedManifest | None:
         if not want_body:
             return ServedManifest(record.digest, record.media_type, record.size, None, outcome)
@@ -346,5 +347,5 @@ class ManifestCache:
             )
 
 
-def _served(digest: Digest, stored: StoredManifest, outcome: str) -> ServedManifest:
+def _served(digest: Digest, stored: StoredManifest, outcome: Outcome) -> ServedManifest:
     return ServedManifest(digest, stored.media_type, len(stored.body), stored.body, outcome)
