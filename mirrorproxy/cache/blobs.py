@@ -20,7 +20,7 @@ from ..storage.filesystem import FilesystemStore
 from ..upstream.client import UpstreamClient
 from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
-from .follow import CompleteFile, Source
+from .source import CompleteFile, Source
 from .outcomes import Outcome
 
 log = Logger()

@@ -22,7 +22,6 @@ from collections import deque
 from typing import Any
 
 from attrs import define, field
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -31,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
 from ..common.runner import Runner
+from ..common.twisted_internals import read_at_least, tcp_connection_under
 from ..registry.names import Digest
 from ..storage.filesystem import FilesystemStore, Spool, SpoolWriteFailed, hash_all
 from ..upstream.bodies import SilenceTimer, discard_body, ended_cleanly
@@ -81,16 +81,6 @@ class FillFailed(Exception):
 
 class FillGone(Exception):
     """The fill is over and its file is where the cache keeps it: look there."""
-
-
-def _socket_transport(transport: object) -> tcp.Connection | None:
-    """The TCP connection under a response body's transport (treq wraps it
-    in a proxy producer; TLS in a protocol of its own), if there is one."""
-    for _ in range(4):
-        if isinstance(transport, tcp.Connection):
-            return transport
-        transport = getattr(transport, "_producer", None) or getattr(transport, "transport", None)
-    return None
 
 
 def _empty_descriptor() -> int:
@@ -170,7 +160,7 @@ class Fill:
     _skip: int = 0  # leading bytes to drop: upstream ignored our Range
     _stalled: bool = False
 
-    # -- what followers see (follow.Source) --------------------------------
+    # -- what followers see (source.Source) --------------------------------
 
     def readable(self) -> int:
         available = self._tail_start + self._tail_bytes if self.relaying else self.written
@@ -185,7 +175,7 @@ class Fill:
     def in_file(self) -> int:
         return self.written
 
-    def memory(self, offset: int, size: int) -> bytes:
+    def read_relayed(self, offset: int, size: int) -> bytes:
         """Relayed bytes from `offset`: what the spool file could not take."""
         position = self._tail_start
         for chunk in self._tail:
@@ -196,7 +186,7 @@ class Fill:
             position = end
         return b""
 
-    def at(self, follower: object, offset: int) -> None:
+    def follower_sent(self, follower: object, offset: int) -> None:
         """A follower has sent everything before `offset`."""
         self._positions[id(follower)] = offset
         if self.relaying:
@@ -204,7 +194,7 @@ class Fill:
         else:
             self._maybe_resume()
 
-    def gone(self, follower: object) -> None:
+    def follower_left(self, follower: object) -> None:
         self._positions.pop(id(follower), None)
         if self.relaying and self.state == STREAMING:
             if self._positions:
@@ -321,9 +311,9 @@ class Fill:
 
     def _body_started(self, transport: IPushProducer) -> None:
         self._upstream = transport
-        connection = _socket_transport(transport)
+        connection = tcp_connection_under(transport)
         if connection is not None:
-            connection.bufferSize = max(connection.bufferSize, UPSTREAM_READ)
+            read_at_least(connection, UPSTREAM_READ)
         if self.state == FAILED:
             transport.stopProducing()
 
