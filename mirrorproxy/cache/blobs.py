@@ -20,6 +20,7 @@ from ..storage.filesystem import FilesystemStore
 from ..upstream.client import UpstreamClient
 from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
+from .fill.state import FailureKind, FillState
 from .source import CompleteFile, Source
 from .outcomes import Outcome
 
@@ -52,8 +53,8 @@ class BlobCache:
     _fills: dict[Digest, Fill] = field(factory=dict)
     _recent: OrderedDict[Digest, None] = field(factory=OrderedDict)
     outcomes: Counter[str] = field(factory=Counter)
-    # Fills that failed, by why: "upstream", "length", "digest", "disk".
-    failures: Counter[str] = field(factory=Counter)
+    # Fills that failed, by why.
+    failures: Counter[FailureKind] = field(factory=Counter)
     # Responses streaming each digest now: eviction leaves these alone.
     _serving: Counter[Digest] = field(factory=Counter)
     evictor: Evictor | None = None
@@ -115,22 +116,31 @@ class BlobCache:
         raise FillFailed(f"blob {digest} came and went from the cache")
 
     def _start(self, repository: str, digest: Digest) -> Fill:
-        fill = Fill(self._registry, digest, self._store, self._run, self._clock, self._silence)
+        fill = Fill(
+            self._registry,
+            digest,
+            self._store,
+            self._run,
+            self._clock,
+            self._silence,
+            upstream=self._upstream,
+            repository=repository,
+        )
         self._fills[digest] = fill
         log.info("miss {repository}@{digest}: fetching", repository=repository, digest=str(digest))
         fill.done.addCallback(self._fill_over, fill)
-        Deferred.fromCoroutine(fill.run(self._upstream, repository))
+        Deferred.fromCoroutine(fill.fetch())
         return fill
 
     def _fill_over(self, _: object, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:
             del self._fills[fill.digest]
-        if fill.state == "failed" and fill.failure_kind:
+        if fill.state is FillState.FAILED and fill.failure_kind:
             self.failures[fill.failure_kind] += 1
-        elif fill.state == "verified":
+        elif fill.state is FillState.VERIFIED:
             # Relayed whole, but the cache could not keep it.
-            self.failures["disk"] += 1
-        if fill.state == "committed":
+            self.failures[FailureKind.DISK] += 1
+        if fill.state is FillState.COMMITTED:
             self._store.count_committed(fill.written)
             if self.evictor is not None:
                 self.evictor.check()
