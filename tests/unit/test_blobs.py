@@ -751,3 +751,59 @@ def test_a_blob_without_a_length_holds_its_last_byte_until_verified(harness, rig
         assert (response.body, response.complete) == (data, True)
     else:
         assert response.aborted and not response.complete and len(response.body) < len(data)
+
+
+# -- a response's hold on a blob ------------------------------------------------------
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def in_use(harness) -> set[str]:
+    return {digest for _, digest in harness.mirror.blobs.in_use()}
+
+
+def test_an_open_blob_gives_back_its_descriptor_and_its_hold_when_closed(harness):
+    from twisted.internet.defer import Deferred
+
+    _, digest = upstream_blob(harness, 1000)
+    harness.get(blob_path(digest))
+    before = open_descriptors()
+
+    opening = Deferred.fromCoroutine(harness.mirror.blobs.open("library/busybox", Digest.parse(digest)))
+    opened = opening.result
+    assert open_descriptors() == before + 1 and in_use(harness) == {digest}
+
+    with opened:
+        pass
+    opened.close()  # closing again is harmless
+
+    assert open_descriptors() == before and in_use(harness) == set()
+
+
+def test_a_streaming_response_holds_its_blob_until_it_is_over(harness):
+    data, digest = upstream_blob(harness, 2 * 1024 * 1024)
+    harness.get(blob_path(digest))
+    before = open_descriptors()
+    client = harness.connect(window=64 * 1024)  # stops reading after 64 KiB
+    client.protocol.dataReceived(f"GET {blob_path(digest)} HTTP/1.1\r\nHost: m\r\n\r\n".encode())
+    harness.pump()
+    assert in_use(harness) == {digest}
+
+    client.transport.open_window()
+    harness.pump()
+
+    assert client.response().body == data
+    assert in_use(harness) == set() and open_descriptors() == before
+
+
+def test_a_refused_range_gives_back_its_descriptor_and_its_hold(harness):
+    _, digest = upstream_blob(harness, 1000)
+    harness.get(blob_path(digest))
+    before = open_descriptors()
+
+    response = harness.get(blob_path(digest), range="bytes=5000-")
+
+    assert response.status == 416
+    assert in_use(harness) == set() and open_descriptors() == before
