@@ -20,8 +20,7 @@ def receiving() -> tuple[UpstreamBody, StringTransport, Clock]:
     clock = Clock()
     body = UpstreamBody(clock, SILENCE)
     producer = StringTransport()
-    body.expect()
-    body.started(producer)
+    body.receiver(lambda data: None, lambda reason: None).makeConnection(producer)
     return body, producer, clock
 
 
@@ -89,11 +88,11 @@ def test_a_connection_dropped_while_held_for_the_disk_is_lost():
     assert body.ended(Failure(ConnectionLost()), held_for_followers=False) is BodyEnd.LOST
 
 
-def test_a_body_expected_again_is_not_complete_yet():
+def test_the_next_body_is_not_complete_yet():
     body, _, clock = receiving()
     body.ended(Failure(ResponseDone()), held_for_followers=False)
 
-    body.expect()
+    body.receiver(lambda data: None, lambda reason: None)
 
     assert not body.complete and clock.getDelayedCalls()
 
@@ -104,3 +103,29 @@ def test_stopping_stops_the_producer_and_the_silence():
     body.stop()
 
     assert producer.producerState == "stopped" and not clock.getDelayedCalls()
+
+
+def test_the_receiver_hands_each_chunk_and_the_end_to_the_fill():
+    body = UpstreamBody(Clock(), SILENCE)
+    chunks: list[bytes] = []
+    ends: list[Failure] = []
+    protocol = body.receiver(chunks.append, ends.append)
+    producer = StringTransport()
+
+    protocol.makeConnection(producer)
+    protocol.dataReceived(b"abc")
+    protocol.dataReceived(b"def")
+    protocol.connectionLost(Failure(ResponseDone()))
+
+    assert chunks == [b"abc", b"def"] and [e.type for e in ends] == [ResponseDone]
+
+
+def test_a_body_no_longer_wanted_is_stopped_as_soon_as_it_starts():
+    body = UpstreamBody(Clock(), SILENCE)
+    protocol = body.receiver(lambda data: None, lambda reason: None)
+    body.stop()
+    producer = StringTransport()
+
+    protocol.makeConnection(producer)
+
+    assert producer.producerState == "stopped"

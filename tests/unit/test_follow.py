@@ -265,7 +265,6 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
     from twisted.internet.protocol import Protocol
     from twisted.web._newclient import TransportProxyProducer
 
-    from mirrorproxy.cache.fill import _ToSpool
     from mirrorproxy.cache.fill.body import UPSTREAM_READ
     from mirrorproxy.registry.names import Digest
 
@@ -276,7 +275,7 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
     ours, theirs = socket.socketpair()
     connection = tcp.Connection(ours, Protocol(), MemoryReactorClock())
 
-    _ToSpool(fill).makeConnection(TransportProxyProducer(connection))
+    fill._receiver().makeConnection(TransportProxyProducer(connection))
 
     assert connection.bufferSize == UPSTREAM_READ >= MiB
     ours.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -56,22 +56,6 @@ class FillFailed(Exception):
 
 class FillGone(Exception):
     """The fill is over and its file is where the cache keeps it: look there."""
-
-
-@define(eq=False)
-class _ToSpool(Protocol):
-    """Receives the upstream body for a fill."""
-
-    _fill: Fill
-
-    def connectionMade(self) -> None:
-        self._fill._body_started(self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self._fill._received(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._fill._body_ended(reason)
 
 
 @define(eq=False)
@@ -213,13 +197,10 @@ class Fill:
         self._deliver(response)
 
     def _deliver(self, response: IResponse) -> None:
-        self._body.expect()
-        response.deliverBody(_ToSpool(self))
+        response.deliverBody(self._receiver())
 
-    def _body_started(self, transport: IPushProducer) -> None:
-        self._body.started(transport)
-        if self.state is FAILED:
-            transport.stopProducing()
+    def _receiver(self) -> Protocol:
+        return self._body.receiver(self._received, self._body_ended)
 
     def _received(self, data: bytes) -> None:
         if self.state is not STREAMING:

@@ -4,9 +4,11 @@ watched for silence, and how it ended."""
 from __future__ import annotations
 
 from enum import Enum
+from typing import Callable
 
 from attrs import define, field
 from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from ...common.twisted_internals import read_at_least, tcp_connection_under
@@ -37,21 +39,26 @@ class UpstreamBody:
     paused: bool = False
     complete: bool = False  # the last body ended with every byte
     _stalled: bool = False
+    _stopped: bool = False  # none of it is wanted any more
     _timer: SilenceTimer = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._timer = SilenceTimer(self._clock, self._silence, self._silent)
 
-    def expect(self) -> None:
-        """A body is on its way: it must not stay silent."""
+    def receiver(self, received: Callable[[bytes], None], ended: Callable[[Failure], None]) -> Protocol:
+        """The protocol for the next body: `received` with each chunk,
+        `ended` with how its connection ended."""
         self.complete = self._stalled = False
         self._timer.reset()
+        return _Receiver(self, received, ended)
 
     def started(self, producer: IPushProducer) -> None:
         self._producer = producer
         connection = tcp_connection_under(producer)
         if connection is not None:
             read_at_least(connection, UPSTREAM_READ)
+        if self._stopped:
+            producer.stopProducing()
 
     @property
     def flowing(self) -> bool:
@@ -76,6 +83,7 @@ class UpstreamBody:
 
     def stop(self) -> None:
         """No more of it is wanted."""
+        self._stopped = True
         self._timer.stop()
         if self._producer is not None:
             self._producer.stopProducing()
@@ -101,3 +109,21 @@ class UpstreamBody:
         self._stalled = True
         if self._producer is not None:
             self._producer.stopProducing()
+
+
+@define(eq=False)
+class _Receiver(Protocol):
+    """Hands one upstream body to its fill."""
+
+    _body: UpstreamBody
+    _received: Callable[[bytes], None]
+    _ended: Callable[[Failure], None]
+
+    def connectionMade(self) -> None:
+        self._body.started(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._received(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._ended(reason)

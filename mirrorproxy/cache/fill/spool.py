@@ -51,7 +51,7 @@ class SpoolWriter:
     _on_error: Callable[[str], None]
     written: int = 0  # bytes in the file
     hashed: int = 0
-    queue: WriteQueue = field(factory=WriteQueue)
+    _queue: WriteQueue = field(factory=WriteQueue)
     # Relaying: bytes past `written` are kept here until every follower has
     # sent them; nothing will be committed.
     tail: RelayTail | None = None
@@ -79,13 +79,13 @@ class SpoolWriter:
         return self._spool is not None
 
     def add(self, data: bytes) -> None:
-        self.queue.add(data)
+        self._queue.add(data)
         if self.tail is not None:
             self.tail.add(data)
 
     def write_next(self) -> bool:
         """Start writing what waits, unless a batch is being written; whether it started."""
-        batch = self.queue.take()
+        batch = self._queue.take()
         if batch is None:
             return False
         d = Deferred.fromCoroutine(self._write(batch))
@@ -103,7 +103,7 @@ class SpoolWriter:
         return await self._store.write_spool(self._spool, self.written, batch, self._hasher)
 
     def _wrote(self, count: int) -> None:
-        size = self.queue.done()
+        size = self._queue.done()
         if self._abandoned is not None:
             self._discard()
             return
@@ -112,7 +112,7 @@ class SpoolWriter:
         self._on_batch()
 
     def _write_failed(self, failure: Failure, batch: list[bytes]) -> None:
-        size = self.queue.done()
+        size = self._queue.done()
         if self._abandoned is not None:
             self._discard()
             return
@@ -128,21 +128,21 @@ class SpoolWriter:
             error=str(failure.value.error),
         )
         self.hashed += size
-        self.tail = RelayTail(self.written, batch + self.queue.waiting())
+        self.tail = RelayTail(self.written, batch + self._queue.waiting())
         self._on_batch()
 
     def full(self) -> bool:
         """Upstream must pause: the disk lags, or a relay's slowest follower does."""
-        return self.queue.full() or (self.tail is not None and self.tail.full())
+        return self._queue.full() or (self.tail is not None and self.tail.full())
 
     def drained(self) -> bool:
         """Upstream may go on, as far as the bytes held in memory are concerned."""
-        return self.queue.drained() and (self.tail is None or self.tail.drained())
+        return self._queue.drained() and (self.tail is None or self.tail.drained())
 
     @property
     def idle(self) -> bool:
         """Nothing being written, nothing waiting."""
-        return self.queue.idle
+        return self._queue.idle
 
     def mismatch(self, expected: int | None) -> tuple[FailureKind, str] | None:
         """Why the bytes hashed so far are not the blob, if they are not."""
@@ -183,9 +183,9 @@ class SpoolWriter:
         """Write nothing more, and remove the file once no write is in
         flight (closing under a write could let another file be written);
         fires when it is gone."""
-        self.queue.drop()
+        self._queue.drop()
         self._abandoned = Deferred()
-        if not self.queue.writing:
+        if not self._queue.writing:
             self._discard()
         return self._abandoned
 
