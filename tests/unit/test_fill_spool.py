@@ -27,30 +27,32 @@ DIGEST = Digest.parse(sha256(BLOB))
 
 @define(eq=False)
 class Writing:
-    """A writer over a real store, and what it told the fill."""
+    """A writer over a real store, and what it told the fill; like a fill,
+    it writes the next batch as soon as one is done."""
 
-    writer: SpoolWriter
     store: FilesystemStore
     runner: ManualRunner | None
+    writer: SpoolWriter = field(init=False)
     batches: int = 0
     errors: list[str] = field(factory=list)
+
+    def batch_done(self) -> None:
+        self.batches += 1
+        self.writer.write_next()
 
     def settle(self) -> None:
         while self.runner is not None and self.runner.run_all():
             pass
 
 
-def writing(tmp_path, run=None, digest: Digest = DIGEST) -> Writing:
+def writing(tmp_path, run=None) -> Writing:
+    """A writer whose spool file is created; its pool runs only when the
+    test says, unless `run` is given."""
     runner = ManualRunner() if run is None else None
     store = FilesystemStore(str(tmp_path / "cache"), run or runner)
     store.prepare()
-    w = Writing(None, store, runner)  # type: ignore[arg-type]
-
-    def batch_done() -> None:
-        w.batches += 1
-        w.writer.write_next()
-
-    w.writer = SpoolWriter(store, run or runner, digest, batch_done, w.errors.append)
+    w = Writing(store, runner)
+    w.writer = SpoolWriter(store, run or runner, DIGEST, w.batch_done, w.errors.append)
     Deferred.fromCoroutine(w.writer.create())
     w.settle()
     return w

@@ -67,8 +67,8 @@ class WriteQueue:
 
     def full(self) -> bool:
         """Upstream must pause: the disk is not keeping up."""
-        return self.held >= QUEUE_HIGH
+        return self._queued + self._in_flight >= QUEUE_HIGH
 
     def drained(self) -> bool:
         """Upstream may go on, as far as the disk is concerned."""
-        return self.held <= QUEUE_LOW
+        return self._queued + self._in_flight <= QUEUE_LOW
