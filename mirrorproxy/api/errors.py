@@ -77,7 +77,7 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
         NameInvalid,
         TagInvalid,
     )
-    from ..upstream.client import (
+    from ..upstream.errors import (
         ManifestNotAcceptable,
         UpstreamDenied,
         UpstreamNotFound,

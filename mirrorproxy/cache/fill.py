@@ -33,8 +33,9 @@ from twisted.web.iweb import IResponse
 from ..common.runner import Runner
 from ..registry.names import Digest
 from ..storage.filesystem import FilesystemStore, Spool, SpoolWriteFailed, hash_all
+from ..upstream.answers import content_length
 from ..upstream.bodies import SilenceTimer, discard_body, ended_cleanly
-from ..upstream.client import UpstreamClient, content_length
+from ..upstream.client import UpstreamClient
 
 log = Logger()
 

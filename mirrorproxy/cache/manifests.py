@@ -29,11 +29,10 @@ from ..common.coalescer import Coalescer
 from ..registry.mediatypes import ALL_MANIFEST_TYPES, accept_variant, accepts
 from ..registry.names import Digest
 from ..storage.filesystem import FilesystemStore, StoredManifest, TagRecord
-from ..upstream.client import (
-    FetchedManifest,
-    ManifestHead,
+from ..upstream.answers import FetchedManifest, ManifestHead
+from ..upstream.client import UpstreamClient
+from ..upstream.errors import (
     ManifestNotAcceptable,
-    UpstreamClient,
     UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamTimeout,
