@@ -71,7 +71,7 @@ class UpstreamClient:
     # connections are checked against that policy.
     _redirect_policy: AddressPolicy | None = None
     _redirect_http: HTTPClient | None = None
-    # (method, kind, status) -> count; read by tests and, later, metrics.
+    # (method, kind, status) -> count; the metrics read it.
     requests: Counter[tuple[str, str, int]] = field(factory=Counter)
     # When upstream last answered, and last failed to; for /readyz.
     last_answer: float | None = None
