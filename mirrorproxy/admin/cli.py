@@ -40,7 +40,12 @@ from .options import (
 )
 from .prefetch import DEFAULT_JOBS, prefetch
 from .pullclient import DEFAULT_TIMEOUT, BadMirrorURL, MirrorClient
-from .scrape import DEFAULT_METRICS_URL, CacheOutcomes, MetricsUnavailable, read_outcomes
+from .scrape import (
+    DEFAULT_METRICS_URL,
+    CacheOutcomes,
+    MetricsUnavailable,
+    read_outcomes,
+)
 from .serviceconfig import EndpointUnusable, ServiceConfig
 from .verify import DEFAULT_JOBS as DEFAULT_VERIFY_JOBS
 from .verify import content_bytes, verify

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
@@ -194,7 +194,7 @@ class UpstreamClient:
         scope = pull_scope(repository)
         headers = dict(extra or {})
         if kind == "manifest":
-            headers["Accept"] = ", ".join(upstream_accept(accept))
+            headers["Accept"] = ", ".join(upstream_accept(accept or []))
         for attempt in (1, 2):
             authorization = await self._authorization(scope)
             request_headers = dict(headers)
@@ -280,7 +280,7 @@ class UpstreamClient:
         self, http: HTTPClient, method: str, url: str, headers: dict[str, str], kind: str
     ) -> IResponse:
         try:
-            d: Deferred[IResponse] = http.request(
+            d = http.request(
                 method,
                 url,
                 headers=Headers({k: [v] for k, v in headers.items()}),
@@ -313,10 +313,11 @@ class UpstreamClient:
         except net_error.TimeoutError:
             failure = UpstreamTimeout(f"timed out connecting to {where}")
         except (net_error.ConnectError, net_error.DNSLookupError) as e:
-            if getattr(e, "osError", None) in (errno.EMFILE, errno.ENFILE):
+            shortage = getattr(e, "osError", None)
+            if shortage in (errno.EMFILE, errno.ENFILE):
                 # No descriptor for a socket: the mirror's shortage, passing.
                 self.requests[(method, kind, 0)] += 1
-                raise OSError(e.osError, f"no file descriptor to reach {where}") from None
+                raise OSError(shortage, f"no file descriptor to reach {where}") from None
             failure = UpstreamUnavailable(f"cannot reach {where}: {e}")
         except ResponseNeverReceived as e:
             if timed_out:
