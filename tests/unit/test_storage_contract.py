@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from attrs import frozen
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.python.failure import Failure
+from twisted.internet.defer import maybeDeferred
 from zope.interface.verify import verifyObject
 
 from mirrorproxy.registry.names import Digest
@@ -25,6 +24,8 @@ from mirrorproxy.storage import ICacheStore, IOpenBlob
 from mirrorproxy.storage.filesystem import FilesystemStore
 from mirrorproxy.storage.layout import Layout
 from mirrorproxy.storage.values import Spool, StoredManifest, TagRecord
+
+from .cachebuilder import digest_of, run
 
 HUB, OTHER = "docker.io", "ghcr.io"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -94,41 +95,27 @@ def store(implementation: Implementation, tmp_path: Path) -> Any:
     return made
 
 
-def done(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """The result of a store call whose I/O ran inline."""
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    (result,) = results
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
-
-
-def digest_of(data: bytes) -> Digest:
-    return Digest(hashlib.sha256(data).hexdigest())
-
-
 def spooled(store: Any, *batches: bytes) -> Spool:
     """A spool holding `batches`, written as a fill writes them."""
-    spool = done(store.new_spool())
+    spool = run(store.new_spool())
     offset = 0
     for batch in batches:
-        offset += done(store.write_spool(spool, offset, [batch], hashlib.sha256()))
+        offset += run(store.write_spool(spool, offset, [batch], hashlib.sha256()))
     return spool
 
 
 def commit(store: Any, data: bytes, registry: str = HUB) -> Digest:
     digest = digest_of(data)
     spool = spooled(store, data)
-    done(store.commit_blob(spool, registry, digest))
+    run(store.commit_blob(spool, registry, digest))
     os.close(spool.fd)
     return digest
 
 
 def read_all(store: Any, registry: str, digest: Digest) -> bytes:
-    opened = done(store.open_blob(registry, digest))
+    opened = run(store.open_blob(registry, digest))
     try:
-        return done(opened.read(0, opened.size + 1))  # type: ignore[no-any-return]
+        return run(opened.read(0, opened.size + 1))  # type: ignore[no-any-return]
     finally:
         opened.close()
 
@@ -146,7 +133,7 @@ def record(data: bytes, learnt: float = 1000.0) -> TagRecord:
 
 def test_the_store_and_what_it_opens_provide_their_interfaces(store):
     digest = commit(store, b"layer")
-    opened = done(store.open_blob(HUB, digest))
+    opened = run(store.open_blob(HUB, digest))
 
     assert verifyObject(ICacheStore, store)
     assert verifyObject(IOpenBlob, opened)
@@ -159,20 +146,20 @@ def test_the_store_and_what_it_opens_provide_their_interfaces(store):
 def test_a_committed_blob_opens_with_its_exact_bytes(store):
     first, second = os.urandom(70_000), os.urandom(1000)
     hasher = hashlib.sha256()
-    spool = done(store.new_spool())
-    assert done(store.write_spool(spool, 0, [first[:5], first[5:]], hasher)) == len(first)
-    assert done(store.write_spool(spool, len(first), [second], hasher)) == len(second)
+    spool = run(store.new_spool())
+    assert run(store.write_spool(spool, 0, [first[:5], first[5:]], hasher)) == len(first)
+    assert run(store.write_spool(spool, len(first), [second], hasher)) == len(second)
     digest = Digest(hasher.hexdigest())
     assert digest == digest_of(first + second)  # the batches were hashed, in order
 
-    done(store.commit_blob(spool, HUB, digest))
+    run(store.commit_blob(spool, HUB, digest))
     os.close(spool.fd)
 
-    opened = done(store.open_blob(HUB, digest))
-    assert opened.size == len(first) + len(second) == done(store.blob_size(HUB, digest))
-    assert done(opened.read(0, opened.size)) == first + second
-    assert done(opened.read(69_990, 20)) == (first + second)[69_990:70_010]
-    assert done(opened.read(opened.size, 10)) == b""
+    opened = run(store.open_blob(HUB, digest))
+    assert opened.size == len(first) + len(second) == run(store.blob_size(HUB, digest))
+    assert run(opened.read(0, opened.size)) == first + second
+    assert run(opened.read(69_990, 20)) == (first + second)[69_990:70_010]
+    assert run(opened.read(opened.size, 10)) == b""
     opened.close()
 
 
@@ -180,11 +167,11 @@ def test_a_blob_never_committed_is_not_there(store):
     digest = digest_of(b"nothing")
     commit(store, b"elsewhere", registry=OTHER)
 
-    assert done(store.open_blob(HUB, digest)) is None
-    assert done(store.blob_size(HUB, digest)) is None
-    assert done(store.remove_blob(HUB, digest)) is None
+    assert run(store.open_blob(HUB, digest)) is None
+    assert run(store.blob_size(HUB, digest)) is None
+    assert run(store.remove_blob(HUB, digest)) is None
     # Blobs are kept apart by registry.
-    assert done(store.open_blob(HUB, digest_of(b"elsewhere"))) is None
+    assert run(store.open_blob(HUB, digest_of(b"elsewhere"))) is None
 
 
 def test_the_spool_stays_open_for_its_readers_after_the_commit(store):
@@ -192,7 +179,7 @@ def test_the_spool_stays_open_for_its_readers_after_the_commit(store):
     spool = spooled(store, data)
     follower = store.share(spool.fd)
 
-    done(store.commit_blob(spool, HUB, digest_of(data)))
+    run(store.commit_blob(spool, HUB, digest_of(data)))
 
     assert os.pread(spool.fd, len(data), 0) == data
     assert os.pread(follower, len(data), 0) == data
@@ -203,38 +190,38 @@ def test_the_spool_stays_open_for_its_readers_after_the_commit(store):
 def test_a_blob_opened_before_its_removal_reads_to_its_end(store):
     data = os.urandom(20_000)
     digest = commit(store, data)
-    opened = done(store.open_blob(HUB, digest))
+    opened = run(store.open_blob(HUB, digest))
 
-    assert done(store.remove_blob(HUB, digest)) == len(data)
+    assert run(store.remove_blob(HUB, digest)) == len(data)
 
-    assert done(opened.read(0, len(data))) == data
+    assert run(opened.read(0, len(data))) == data
     opened.close()
-    assert done(store.open_blob(HUB, digest)) is None
+    assert run(store.open_blob(HUB, digest)) is None
 
 
 def test_a_discarded_spool_leaves_nothing(implementation, store):
     before = implementation.held(store)
     spool = spooled(store, b"half a layer")
 
-    done(store.discard(spool))
+    run(store.discard(spool))
 
     assert implementation.held(store) == before
-    assert done(store.stored_blobs()) == []
+    assert run(store.stored_blobs()) == []
 
 
 def test_a_failed_commit_leaves_no_blob_and_no_spool(implementation, store):
-    done(store.measure())
+    run(store.measure())
     before = implementation.held(store)
     repair = implementation.break_commits(store, HUB)
     data = b"a layer that cannot be kept"
     spool = spooled(store, data)
 
     with pytest.raises(OSError):
-        done(store.commit_blob(spool, HUB, digest_of(data)))
+        run(store.commit_blob(spool, HUB, digest_of(data)))
     os.close(spool.fd)
     repair()
 
-    assert done(store.open_blob(HUB, digest_of(data))) is None
+    assert run(store.open_blob(HUB, digest_of(data))) is None
     assert implementation.held(store) == before
     assert counts(store) == (0, 0)
     assert store.writes.failures == 1 and store.writes.last_error
@@ -260,10 +247,10 @@ def test_a_start_sweeps_the_spools_a_crash_left(implementation, store):
 def test_the_store_lists_exactly_its_committed_blobs(store):
     a = commit(store, b"a" * 10)
     b = commit(store, b"b" * 20, registry=OTHER)
-    done(store.write_manifest(HUB, digest_of(b"{}"), b"{}", OCI_MANIFEST))
+    run(store.write_manifest(HUB, digest_of(b"{}"), b"{}", OCI_MANIFEST))
     spooled(store, b"in flight")
 
-    listed = done(store.stored_blobs())
+    listed = run(store.stored_blobs())
 
     assert sorted((s.registry, s.digest, s.size) for s in listed) == sorted([(HUB, a, 10), (OTHER, b, 20)])
 
@@ -272,11 +259,11 @@ def test_blobs_are_listed_with_their_last_use(implementation, store):
     old, older = commit(store, b"old"), commit(store, b"older")
     implementation.age(store, HUB, old, 2 * 3600)
     implementation.age(store, HUB, older, 3 * 3600)
-    by_use = lambda: [s.digest for s in sorted(done(store.stored_blobs()), key=lambda s: s.last_used)]  # noqa: E731
+    by_use = lambda: [s.digest for s in sorted(run(store.stored_blobs()), key=lambda s: s.last_used)]  # noqa: E731
     assert by_use() == [older, old]
 
-    done(store.mark_used(HUB, older))
-    done(store.mark_used(HUB, digest_of(b"never stored")))  # ignored
+    run(store.mark_used(HUB, older))
+    run(store.mark_used(HUB, digest_of(b"never stored")))  # ignored
 
     assert by_use() == [old, older]
 
@@ -284,23 +271,23 @@ def test_blobs_are_listed_with_their_last_use(implementation, store):
 def test_counts_follow_commits_and_removals_and_agree_with_a_measure(store):
     commit(store, b"x" * 5)
     assert counts(store) == (None, None)  # nobody counted yet
-    done(store.measure())
+    run(store.measure())
     assert counts(store) == (5, 1)
 
     blob = commit(store, b"b" * 10)
     assert counts(store) == (15, 2)
-    done(store.write_manifest(HUB, digest_of(b"{ }"), b"{ }", OCI_MANIFEST))
+    run(store.write_manifest(HUB, digest_of(b"{ }"), b"{ }", OCI_MANIFEST))
     assert counts(store) == (18, 3)
-    done(store.write_tag(HUB, "library/a", "1", record(b"{ }")))
+    run(store.write_tag(HUB, "library/a", "1", record(b"{ }")))
     commit(store, b"b" * 10)  # again: the same blob, not a second one
-    done(store.write_manifest(HUB, digest_of(b"{ }"), b"{ }", OCI_MANIFEST))
+    run(store.write_manifest(HUB, digest_of(b"{ }"), b"{ }", OCI_MANIFEST))
     assert counts(store) == (18, 3)
 
-    assert done(store.remove_blob(HUB, blob)) == 10
+    assert run(store.remove_blob(HUB, blob)) == 10
     assert counts(store) == (8, 2)
-    assert done(store.remove_blob(HUB, blob)) is None
+    assert run(store.remove_blob(HUB, blob)) is None
     assert counts(store) == (8, 2)
-    done(store.measure())
+    run(store.measure())
     assert counts(store) == (8, 2)
 
 
@@ -311,46 +298,46 @@ def test_a_manifest_reads_back_with_its_exact_bytes_and_type(store):
     body = b'{"schemaVersion": 2,  "layers": []}'
     digest = digest_of(body)
 
-    done(store.write_manifest(HUB, digest, body, OCI_MANIFEST))
+    run(store.write_manifest(HUB, digest, body, OCI_MANIFEST))
 
-    assert done(store.read_manifest(HUB, digest)) == StoredManifest(body, OCI_MANIFEST)
-    assert done(store.read_manifest(OTHER, digest)) is None
-    assert done(store.read_manifest(HUB, digest_of(b"other"))) is None
+    assert run(store.read_manifest(HUB, digest)) == StoredManifest(body, OCI_MANIFEST)
+    assert run(store.read_manifest(OTHER, digest)) is None
+    assert run(store.read_manifest(HUB, digest_of(b"other"))) is None
 
 
 def test_tag_records_and_their_variants_round_trip(store):
     index, image, newer = record(b"index"), record(b"image"), record(b"newer", learnt=2000.0)
 
-    done(store.write_tag(HUB, "library/alpine", "3", index))
-    done(store.write_tag(HUB, "library/alpine", "3", image, variant="v2"))
+    run(store.write_tag(HUB, "library/alpine", "3", index))
+    run(store.write_tag(HUB, "library/alpine", "3", image, variant="v2"))
 
-    assert done(store.read_tag(HUB, "library/alpine", "3")) == index
-    assert done(store.read_tag(HUB, "library/alpine", "3", "v2")) == image
-    assert done(store.read_tag(HUB, "library/alpine", "3", "other")) is None
-    assert done(store.read_tag(HUB, "library/alpine", "4")) is None
-    assert done(store.read_tag(OTHER, "library/alpine", "3")) is None
+    assert run(store.read_tag(HUB, "library/alpine", "3")) == index
+    assert run(store.read_tag(HUB, "library/alpine", "3", "v2")) == image
+    assert run(store.read_tag(HUB, "library/alpine", "3", "other")) is None
+    assert run(store.read_tag(HUB, "library/alpine", "4")) is None
+    assert run(store.read_tag(OTHER, "library/alpine", "3")) is None
 
-    done(store.write_tag(HUB, "library/alpine", "3", newer))
-    assert done(store.read_tag(HUB, "library/alpine", "3")) == newer
-    assert done(store.read_tag(HUB, "library/alpine", "3", "v2")) == image
+    run(store.write_tag(HUB, "library/alpine", "3", newer))
+    assert run(store.read_tag(HUB, "library/alpine", "3")) == newer
+    assert run(store.read_tag(HUB, "library/alpine", "3", "v2")) == image
 
 
 # -- health and changes behind its back --------------------------------------------
 
 
 def test_a_healthy_store_is_writable(store):
-    assert done(store.probe_writable()) is None
+    assert run(store.probe_writable()) is None
     assert store.writes.last_error is None
 
 
 def test_the_cache_stamp_changes_when_files_are_removed_behind_its_back(implementation, store):
-    assert done(store.cache_stamp()) is None
+    assert run(store.cache_stamp()) is None
 
     implementation.removed_behind_its_back(store)
-    first = done(store.cache_stamp())
-    assert first and done(store.cache_stamp()) == first
+    first = run(store.cache_stamp())
+    assert first and run(store.cache_stamp()) == first
 
     commit(store, b"content")  # the service's own writes change nothing
-    assert done(store.cache_stamp()) == first
+    assert run(store.cache_stamp()) == first
     implementation.removed_behind_its_back(store)
-    assert done(store.cache_stamp()) not in (None, first)
+    assert run(store.cache_stamp()) not in (None, first)
