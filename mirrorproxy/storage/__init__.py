@@ -37,6 +37,7 @@ which reads at an offset.  A store whose blobs are local files returns an
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from zope.interface import Attribute, Interface
@@ -68,6 +69,7 @@ class ICacheStore(Interface):
     """Blobs and manifests by digest, tag records by name, for each upstream
     (`registry`, the upstream's cache key); see the module's promises."""
 
+    # The count shadows the type in this class: its methods spell it builtins.bytes.
     bytes = Attribute("int | None: bytes of blobs and manifests held; None until measured.")
     entries = Attribute("int | None: blobs and manifests held; None until measured.")
     writes = Attribute("values.WriteHealth: the outcome of the latest write.")
@@ -85,7 +87,7 @@ class ICacheStore(Interface):
     async def measure() -> None:
         """Count what the store holds again (`bytes`, `entries`)."""
 
-    async def cache_stamp() -> bytes | None:
+    async def cache_stamp() -> builtins.bytes | None:
         """A token that changes when content was removed behind the
         service's back; None if nothing ever was."""
 
@@ -107,7 +109,7 @@ class ICacheStore(Interface):
         """A new, empty spool file, open for reading and writing.  OSError if
         none can be made (recorded in `writes`, unless descriptors ran out)."""
 
-    async def write_spool(spool: Spool, offset: int, chunks: list[bytes], hasher: Any) -> int:
+    async def write_spool(spool: Spool, offset: int, chunks: list[builtins.bytes], hasher: Any) -> int:
         """Feed `chunks` to `hasher`, then write them to `spool` at `offset`;
         the bytes written.  `SpoolWriteFailed` if the spool cannot take them,
         after hashing them all the same."""
@@ -140,7 +142,7 @@ class ICacheStore(Interface):
     async def read_manifest(registry: str, digest: Digest) -> StoredManifest | None:
         """The manifest's exact bytes and media type; None unless both are held."""
 
-    async def write_manifest(registry: str, digest: Digest, body: bytes, media_type: str) -> None:
+    async def write_manifest(registry: str, digest: Digest, body: builtins.bytes, media_type: str) -> None:
         """Keep a verified manifest with its media type, and count it."""
 
     async def read_tag(

@@ -7,6 +7,7 @@ a thread pool: open, fsync, rename and cold reads never stall the reactor.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import uuid
@@ -94,6 +95,7 @@ class FilesystemStore:
     root: str
     _run: Runner
     # What the cache holds (blobs and manifests); None until `measure` ran.
+    # `bytes` shadows the type in this class: its methods spell it builtins.bytes.
     bytes: int | None = None
     entries: int | None = None
     writes: WriteHealth = field(factory=WriteHealth)
@@ -183,7 +185,7 @@ class FilesystemStore:
             raise
         return Spool(fd, path)
 
-    async def write_spool(self, spool: Spool, offset: int, chunks: list[bytes], hasher: Any) -> int:
+    async def write_spool(self, spool: Spool, offset: int, chunks: list[builtins.bytes], hasher: Any) -> int:
         """Hash a batch, then write it at `offset`, in one pool job (the
         hops, not the work, are what a batch of a MiB costs the reactor)."""
         try:
@@ -230,7 +232,7 @@ class FilesystemStore:
         return StoredManifest(body, media_type)
 
     async def write_manifest(
-        self, registry: str, digest: Digest, body: bytes, media_type: str
+        self, registry: str, digest: Digest, body: builtins.bytes, media_type: str
     ) -> None:
         path = self.manifest_path(registry, digest)
         # The type goes first: a manifest without its type is not served,
@@ -238,7 +240,7 @@ class FilesystemStore:
         await self._write_file(type_path(path), media_type.encode("utf-8"))
         self._count(await self._write_file(path, body))
 
-    async def cache_stamp(self) -> bytes | None:
+    async def cache_stamp(self) -> builtins.bytes | None:
         """The current `CACHE_STAMP`: when it changes, files went."""
         stamp: bytes | None = await self._run(_read_small, self.layout.stamp_path)
         return stamp
@@ -260,7 +262,7 @@ class FilesystemStore:
     ) -> None:
         await self._write_file(self.tag_path(registry, repository, tag, variant), record.to_json())
 
-    async def _write_file(self, path: str, data: bytes) -> Committed:
+    async def _write_file(self, path: str, data: builtins.bytes) -> Committed:
         spool = await self.new_spool()
         try:
             committed: Committed = await self._run(_write_and_commit, spool.fd, spool.path, path, data)
