@@ -131,7 +131,6 @@ class BlobCache:
             # Relayed whole, but the cache could not keep it.
             self.failures["disk"] += 1
         if fill.state == "committed":
-            self._store.count_committed(fill.written)
             if self.evictor is not None:
                 self.evictor.check()
             self._recent[fill.digest] = None
