@@ -36,6 +36,7 @@ class Seen:
     host: str
     path: str
     headers: dict[str, str]
+    uri: str = ""  # the path with its query
 
 
 @define(eq=False)
@@ -93,6 +94,26 @@ class FakeRegistry(Resource):
     # Bytes written instead of an HTTP answer by exact request path, then the
     # connection is closed: a garbage or cut-off status line.
     raw: dict[str, bytes] = field(factory=dict)
+    # Tokens rejected as if revoked (a key rotation upstream).
+    revoked_tokens: set[str] = field(factory=set)
+    # The token service's answers wait in `held_tokens` until released (or
+    # for ever); or it answers with `token_body` instead of a token.
+    hold_tokens: bool = False
+    held_tokens: list[tuple[Request, bytes]] = field(factory=list)
+    token_body: bytes | None = None
+    # Challenges sent before the Bearer one, each in a header line of its own.
+    extra_challenges: list[str] = field(factory=list)
+    # Manifest answers wait in `held_manifests` until released.
+    hold_manifests: bool = False
+    held_manifests: list[tuple[Request, bytes]] = field(factory=list)
+    # Whether manifest answers say their Docker-Content-Digest.
+    digest_header: bool = True
+    # A tag's manifest for clients that do not accept its own type (an
+    # index's platform manifest, as Docker Hub serves old clients): (repository,
+    # tag) -> digest.
+    narrow_tags: dict[tuple[str, str], str] = field(factory=dict)
+    # Content-Length claimed for a blob instead of its true length, by digest.
+    claimed_length: dict[str, int] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
@@ -139,7 +160,7 @@ class FakeRegistry(Resource):
         host = (request.getRequestHostname() or b"").decode()
         path = request.path.decode()
         headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
-        seen = Seen(request.method.decode(), host, path, headers)
+        seen = Seen(request.method.decode(), host, path, headers, request.uri.decode())
         self.seen.append(seen)
         if self.status_override is not None:
             status = self.status_override(seen)
@@ -177,16 +198,44 @@ class FakeRegistry(Resource):
                 return b""
             return self._blob(request, digest)
         if len(parts) >= 3 and parts[-2:] == ["tags", "list"]:
-            repository = "/".join(parts[:-2])
-            names = sorted(t for (r, t) in self.tags if r == repository)
-            if not names:
-                return self._error(request, 404, "NAME_UNKNOWN", "repository name not known to registry")
-            request.setHeader(b"Content-Type", b"application/json")
-            return json.dumps({"name": repository, "tags": names}).encode()
+            return self._tag_list(request, "/".join(parts[:-2]))
         return self._error(request, 404, "UNSUPPORTED", "no route")
+
+    def _tag_list(self, request: Request, repository: str) -> bytes:
+        """Paginated with `n` and `last` as the distribution spec says."""
+        names = sorted(t for (r, t) in self.tags if r == repository)
+        if not names:
+            return self._error(request, 404, "NAME_UNKNOWN", "repository name not known to registry")
+        last = request.args.get(b"last", [b""])[0].decode()
+        names = [t for t in names if t > last]
+        n = request.args.get(b"n")
+        if n is not None and len(names) > int(n[0]):
+            names = names[: int(n[0])]
+            link = f'<{UPSTREAM_URL}/v2/{repository}/tags/list?n={int(n[0])}&last={names[-1]}>; rel="next"'
+            request.setHeader(b"Link", link.encode())
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"name": repository, "tags": names}).encode()
+
+    def redirect(self, path: str, location: str) -> None:
+        """Answer requests for `path` with a 307 to `location`."""
+        self.canned[path] = (307, {"Location": location}, b"")
+
+    def release_tokens(self) -> None:
+        held, self.held_tokens = self.held_tokens, []
+        for request, body in held:
+            request.write(body)
+            request.finish()
+
+    def release_manifests(self) -> None:
+        held, self.held_manifests = self.held_manifests, []
+        for request, body in held:
+            request.write(body)
+            request.finish()
 
     def _authorized(self, request: Request, path: str) -> bool:
         given = request.getHeader(b"authorization")
+        if given is not None and given.decode().removeprefix("Bearer ") in self.revoked_tokens:
+            given = None
         if self.basic_auth is not None:
             import base64
 
@@ -205,30 +254,43 @@ class FakeRegistry(Resource):
         scope = ""
         if len(parts) >= 3:
             scope = f',scope="repository:{"/".join(parts[:-2])}:pull"'
-        request.setHeader(
-            b"WWW-Authenticate",
-            f'Bearer realm="http://{AUTH_HOST}/token",service="{REGISTRY_HOST}"{scope}'.encode(),
+        bearer = f'Bearer realm="http://{AUTH_HOST}/token",service="{REGISTRY_HOST}"{scope}'
+        request.responseHeaders.setRawHeaders(
+            b"www-authenticate", [c.encode() for c in self.extra_challenges] + [bearer.encode()]
         )
         return False
 
-    def _token(self, request: Request) -> bytes:
+    def _token(self, request: Request) -> bytes | int:
         query = parse_qs(request.uri.decode().partition("?")[2])
         self.issued += 1
+        if self.token_body is not None:
+            return self.token_body
         request.setHeader(b"Content-Type", b"application/json")
         document: dict[str, object] = {"token": f"tok-{self.issued}-{query.get('scope', [''])[0]}"}
         if self.token_lifetime is not None:
             document["expires_in"] = self.token_lifetime
-        return json.dumps(document).encode()
+        body = json.dumps(document).encode()
+        if self.hold_tokens:
+            self.held_tokens.append((request, body))
+            return NOT_DONE_YET
+        return body
 
-    def _manifest(self, request: Request, repository: str, reference: str, accept: str) -> bytes:
+    def _manifest(self, request: Request, repository: str, reference: str, accept: str) -> bytes | int:
         digest = reference if ":" in reference else self.tags.get((repository, reference))
         if digest is None or digest not in self.manifests:
             return self._error(request, 404, "MANIFEST_UNKNOWN", "manifest unknown")
+        narrow = self.narrow_tags.get((repository, reference))
+        if narrow is not None and self.manifests[digest][1] not in accept:
+            digest = narrow
         body, media_type = self.manifests[digest]
         body = self.wrong_bytes.get(digest, body)
         request.setHeader(b"Content-Type", media_type.encode())
-        request.setHeader(b"Docker-Content-Digest", digest.encode())
+        if self.digest_header:
+            request.setHeader(b"Docker-Content-Digest", digest.encode())
         request.setHeader(b"Content-Length", str(len(body)).encode())
+        if self.hold_manifests:
+            self.held_manifests.append((request, body))
+            return NOT_DONE_YET
         return body
 
     def _blob(self, request: Request, digest: str) -> bytes | int:
@@ -246,7 +308,8 @@ class FakeRegistry(Resource):
             )
             data = data[start:]
         if digest not in self.lengthless:
-            request.setHeader(b"Content-Length", str(len(data)).encode())
+            length = self.claimed_length.get(digest, len(data))
+            request.setHeader(b"Content-Length", str(length).encode())
         if request.method == b"HEAD":
             return b""
         if digest in self.truncate_at:

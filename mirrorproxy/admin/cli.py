@@ -17,200 +17,42 @@ file that cannot be used).
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
-from attrs import frozen
 
 from ..registry.descriptors import Platform
-from ..server.config import DEFAULT_CACHE_DIR
 from . import display
-from .contents import UnknownRepository, list_cache
-from .gc import DEFAULT_GRACE, NothingToPurge, collect, purge
+from .contents import list_cache
+from .gc import NothingToPurge, collect, purge
 from .imagerefs import BadImageName, ImageName, parse_image
-from .inventory import Inventory, UnknownRegistry, scan
+from .options import (
+    CacheChoice,
+    ConfigFileProblem,
+    cache_options,
+    config_option,
+    duration,
+    plain_errors,
+    platforms,
+    removal_options,
+    service_config,
+)
 from .prefetch import DEFAULT_JOBS, prefetch
-from .pullclient import DEFAULT_TIMEOUT, BadMirrorURL, MirrorClient, PullFailed
+from .pullclient import DEFAULT_TIMEOUT, BadMirrorURL, MirrorClient
 from .scrape import (
     DEFAULT_METRICS_URL,
     CacheOutcomes,
     MetricsUnavailable,
     read_outcomes,
 )
-from .serviceconfig import (
-    EndpointUnusable,
-    ServiceConfig,
-    ServiceConfigError,
-    ServiceConfigUnreadable,
-    read_service_config,
-)
+from .serviceconfig import EndpointUnusable, ServiceConfig
 from .verify import DEFAULT_JOBS as DEFAULT_VERIFY_JOBS
 from .verify import content_bytes, verify
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MIRROR_URL = "http://127.0.0.1:5000"
 USERNAME_VARIABLE = "MIRRORPROXY_MIRROR_USERNAME"
 PASSWORD_VARIABLE = "MIRRORPROXY_MIRROR_PASSWORD"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | float) -> float:
-    """``0``, ``90``, ``30s``, ``15m``, ``1h``, ``2d`` -> seconds."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION.fullmatch(value.strip().lower())
-    if not match:
-        raise click.BadParameter(f"{value!r} is not a duration (e.g. 0, 90s, 15m, 1h, 2d)", ctx, param)
-    return float(match.group(1)) * _SECONDS[match.group(2)]
-
-
-def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Platform, ...]:
-    try:
-        return tuple(Platform.parse(v) for v in values)
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx, param) from None
-
-
-class ConfigFileProblem(click.ClickException):
-    """A config file that cannot be used: one line, exit status 2."""
-
-    exit_code = 2
-
-
-def config_option(supplies: str) -> Callable[[F], F]:
-    return click.option(
-        "--config",
-        "config_path",
-        metavar="FILE",
-        default=None,
-        help=f"The service's TOML config file (twistd mirrorproxy --config): {supplies} from it, "
-        "unless given here.",
-    )
-
-
-def _service_config(path: str | None, instead: str) -> ServiceConfig | None:
-    if path is None:
-        return None
-    try:
-        return read_service_config(path)
-    except ServiceConfigUnreadable as e:
-        raise ConfigFileProblem(
-            f"{e}; run this as a user who may read it (root, or the service's), "
-            f"or give {instead} instead of --config"
-        ) from None
-    except ServiceConfigError as e:
-        raise ConfigFileProblem(str(e)) from None
-
-
-@frozen
-class CacheChoice:
-    """The cache a command works on, and the service's config if given."""
-
-    root: str
-    registry: str | None
-    service: ServiceConfig | None
-
-    def scan(self) -> Inventory:
-        # Explicit --registry, else the service's registries, else all.
-        configured = None
-        if self.service is not None:
-            configured = [r.cache_key for r in self.service.registries()]
-        try:
-            return scan(self.root, self.registry, configured)
-        except UnknownRegistry as e:
-            raise click.BadParameter(str(e.args[0]), param_hint="'--registry'") from None
-
-
-def _cache_choice(service: ServiceConfig | None, cache_dir: str | None, registry: str | None) -> CacheChoice:
-    root = cache_dir or (service.cache_dir if service is not None else DEFAULT_CACHE_DIR)
-    if os.path.isdir(root):
-        return CacheChoice(root, registry, service)
-    if cache_dir is None and service is not None:
-        relative = "" if os.path.isabs(root) else (
-            "; a relative path is taken from the directory this command runs in, "
-            "as the service takes it from its own"
-        )
-        raise ConfigFileProblem(f"no cache directory {root!r} (the cache-dir of {service.path}{relative})")
-    raise click.BadParameter(
-        f"no cache directory {root!r} (give the service's --cache-dir; "
-        f"its default is {DEFAULT_CACHE_DIR!r} in the directory it runs in)",
-        param_hint="'--cache-dir'",
-    )
-
-
-def cache_options(supplies: str = "the cache directory and registries") -> Callable[[F], F]:
-    """--config, --cache-dir and --registry, for the commands that read the
-    cache; the command gets them as `cache`, a CacheChoice."""
-
-    def decorate(command: F) -> F:
-        @functools.wraps(command)
-        def wrapper(
-            *args: Any, config_path: str | None, cache_dir: str | None, registry: str | None, **kwargs: Any
-        ) -> Any:
-            service = _service_config(config_path, "--cache-dir")
-            return command(*args, cache=_cache_choice(service, cache_dir, registry), **kwargs)
-
-        decorated: Any = click.option(
-            "--registry",
-            metavar="NAME",
-            default=None,
-            help="Only this upstream's part of the cache (its directory name, e.g. docker.io). "
-            "Default: the config file's registries, else all.",
-        )(wrapper)
-        decorated = click.option(
-            "--cache-dir",
-            metavar="DIR",
-            default=None,
-            help="The service's cache directory. "
-            f"Default: the config file's cache-dir, else ./{DEFAULT_CACHE_DIR}.",
-        )(decorated)
-        decorated = config_option(supplies)(decorated)
-        return decorated  # type: ignore[no-any-return]
-
-    return decorate
-
-
-def removal_options(grace_help: str) -> Callable[[F], F]:
-    """--grace and --dry-run, for the commands that remove content."""
-
-    def decorate(command: F) -> F:
-        command = click.option(
-            "--dry-run", is_flag=True, help="Say what would be removed; remove nothing."
-        )(command)
-        command = click.option(
-            "--grace",
-            metavar="DURATION",
-            default=display.human_duration(DEFAULT_GRACE),
-            show_default=True,
-            callback=_duration,
-            help=grace_help,
-        )(command)
-        return command
-
-    return decorate
-
-
-def plain_errors(command: F) -> F:
-    """Expected failures become one line and exit status 1, not a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (NothingToPurge, UnknownRepository, PullFailed) as e:
-            raise click.ClickException(str(e.args[0] if e.args else e)) from None
-        except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -362,7 +204,7 @@ def purge_command(
     "platforms",
     metavar="OS/ARCH[/VARIANT]",
     multiple=True,
-    callback=_platforms,
+    callback=platforms,
     help="Only this platform (repeatable): of an index, only its manifests for it; a single-platform "
     "image of another is not pulled. Default: all.",
 )
@@ -378,7 +220,7 @@ def purge_command(
     metavar="DURATION",
     default=f"{DEFAULT_TIMEOUT:g}s",
     show_default=True,
-    callback=_duration,
+    callback=duration,
     help="Give up on a request silent this long.",
 )
 @click.option(
@@ -408,7 +250,7 @@ def prefetch_command(
     platforms.
     """
     names = [_parse(text, "IMAGE") for text in images]
-    service = _service_config(config_path, "--mirror")
+    service = service_config(config_path, "--mirror")
     if mirror_url is None:
         try:
             mirror_url = service.mirror_url() if service is not None else DEFAULT_MIRROR_URL

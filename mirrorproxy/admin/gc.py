@@ -40,21 +40,17 @@ from ..registry.mediatypes import (
     DOCKER_SCHEMA1_SIGNED,
     OCI_MANIFEST,
 )
-from ..storage.filesystem import stamp_cache_changed
+from ..storage.layout import BLOB, MANIFEST, ContentFile, type_path
+from ..storage.layout import TYPE as TYPE  # a removal's kind, which the display reads
 from .inventory import (
-    BLOB,
-    MANIFEST,
     TAG,
-    TYPE_SUFFIX,
     Closure,
-    ContentFile,
     Inventory,
     RegistryContent,
     TagEntry,
 )
 
 DEFAULT_GRACE = 3600.0
-TYPE = "type"
 # What an image manifest can refer to: blobs, never other manifests.
 _IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 
@@ -117,7 +113,7 @@ def collect(inventory: Inventory, grace: float, now: float, dry_run: bool = Fals
         removed += gone
         kept_young += young
     if removed and not dry_run:
-        stamp_cache_changed(inventory.root)
+        inventory.layout.stamp_changed()
     return GcReport(tuple(removed), kept_young, tuple(warnings), kept_unsure)
 
 
@@ -160,7 +156,7 @@ def purge(
     if removed_tags and not dry_run:
         # After every removal: a mirror that notices sooner could read back
         # what is about to go.
-        stamp_cache_changed(inventory.root)
+        inventory.layout.stamp_changed()
     if not removed_tags:
         what = f"{repository}:{tag}" if tag else f"repository {repository}"
         raise NothingToPurge(f"no {what} in the cache{inventory.full_name_hint(repository)}")
@@ -253,11 +249,10 @@ def _sweep(
             continue
         removed.append(Removal(found.registry, found.kind, str(found.digest), found.path, size))
         if found.kind == MANIFEST:
-            type_size = _remove(found.path + TYPE_SUFFIX, dry_run)
+            media_type = type_path(found.path)
+            type_size = _remove(media_type, dry_run)
             if type_size is not None:
-                removed.append(
-                    Removal(found.registry, TYPE, str(found.digest), found.path + TYPE_SUFFIX, type_size)
-                )
+                removed.append(Removal(found.registry, TYPE, str(found.digest), media_type, type_size))
     return removed, young
 
 

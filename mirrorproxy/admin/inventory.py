@@ -1,24 +1,20 @@
 """What a cache directory holds, read from its files: a snapshot for the admin command.
 
-It owns the walk of the layout `store` lays down (registries, blobs,
-manifests and their ``.type`` files, tag records) and the reachability
-question: which manifests and blobs a set of tags keeps alive, following
-indexes to their child manifests and manifests to their config and layers.
-
-Paths come from `FilesystemStore`'s own path functions; every file found is
-checked to sit exactly where the store would put it, so a stray file is never
-mistaken for cache content.  The walk is synchronous (the admin command has no
-reactor) and tolerates files appearing and disappearing under it, since the
-service may be running.
+It owns the reachability question: which manifests and blobs a set of tags
+keeps alive, following indexes to their child manifests and manifests to
+their config and layers.  Where things are, and which files are content at
+all, is the storage layout's (`storage.layout`): its walk yields only files
+that sit exactly where the store puts them, so a stray file is never
+mistaken for cache content.  The walk is synchronous (the admin command has
+no reactor) and tolerates files appearing and disappearing under it, since
+the service may be running.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 
 from attrs import define, field, frozen
-from twisted.internet.defer import maybeDeferred
 
 from ..registry.descriptors import (
     MAX_MANIFEST_SIZE,
@@ -26,42 +22,12 @@ from ..registry.descriptors import (
     References,
     references,
 )
-from ..registry.names import (
-    Digest,
-    NameInvalid,
-    TagInvalid,
-    docker_hub_name,
-    parse_name,
-    parse_tag,
-)
-from ..storage.filesystem import FilesystemStore, TagRecord
+from ..registry.names import Digest, docker_hub_name
+from ..storage.layout import BLOB, MANIFEST, TYPE, ContentFile, Layout, type_path, usage
+from ..storage.values import TagRecord
 from ..upstream.settings import DOCKER_HUB_NAMESPACE
 
-BLOB, MANIFEST, TAG = "blob", "manifest", "tag"
-SPOOL, QUARANTINE = "spool", "quarantine"
-TYPE_SUFFIX = ".type"
-# Any digest will do to ask the store where content of its kind lives.
-_PROBE = Digest("0" * 64)
-_PROBE_REPOSITORY, _PROBE_TAG = "probe", "probe"
-
-
-def open_store(root: str) -> FilesystemStore:
-    """The store, for its layout: the admin command does its own (blocking) I/O."""
-    return FilesystemStore(root, maybeDeferred)
-
-
-@frozen
-class ContentFile:
-    """A blob or manifest in the cache, as found on disk."""
-
-    registry: str
-    kind: str
-    digest: Digest
-    path: str
-    size: int
-    # mtime: when it was written or, for blobs, last served (eviction
-    # touches them), so an old one is one nobody has needed lately.
-    changed: float
+TAG = "tag"
 
 
 @frozen
@@ -110,7 +76,7 @@ class RegistryContent:
     name: str
     blobs: dict[Digest, ContentFile]
     manifests: dict[Digest, ContentFile]
-    # .type files whose manifest is absent: a crash between the two writes.
+    # Type files whose manifest is absent: a crash between the two writes.
     orphan_types: list[ContentFile]
     tags: list[TagEntry]
     _references: dict[Digest, References | ManifestUnreadable] = field(factory=dict, init=False)
@@ -121,7 +87,7 @@ class RegistryContent:
         if found is None:
             return None
         if digest not in self._references:
-            self._references[digest] = _read_references(found.path)
+            self._references[digest] = _read_references(found.path, type_path(found.path))
         return self._references[digest]
 
     def closure(self, roots: Iterable[Digest]) -> Closure:
@@ -179,6 +145,10 @@ class Inventory:
     spool: Usage
     quarantine: Usage
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
     def full_name_hint(self, repository: str) -> str:
         """For a one-word name that found nothing: the registries other than
         Docker Hub holding ``library/NAME``, which the operator may have meant."""
@@ -209,8 +179,8 @@ def scan(
     """Read the cache at `root` (which must exist): every registry it holds,
     or `only_registry` (which must be there), or those of `configured` (the
     directory names of a service's registries) it holds."""
-    store = open_store(root)
-    names = registry_names(root)
+    layout = Layout(root)
+    names = layout.registries()
     if only_registry is not None:
         if only_registry not in names:
             known = ", ".join(names) or "none"
@@ -220,111 +190,27 @@ def scan(
         names = [name for name in names if name in configured]
     return Inventory(
         root,
-        [scan_registry(store, name) for name in names],
-        _usage(os.path.join(root, SPOOL)),
-        _usage(os.path.join(root, QUARANTINE)),
+        [scan_registry(layout, name) for name in names],
+        Usage(*usage(layout.spool_dir)),
+        Usage(*usage(layout.quarantine_dir)),
     )
 
 
-def registry_names(root: str) -> list[str]:
-    """The upstreams the cache holds content of, by their directory name."""
-    store = open_store(root)
-    names = []
-    for entry in _scandir(root):
-        if entry.name in (SPOOL, QUARANTINE) or not entry.is_dir(follow_symlinks=False):
-            continue
-        # A registry's directory is the one holding what the store lays out.
-        if any(os.path.isdir(d) for d in _layout_dirs(store, entry.name)):
-            names.append(entry.name)
-    return sorted(names)
-
-
-def scan_registry(store: FilesystemStore, registry: str) -> RegistryContent:
-    blobs = dict(_content(store, registry, BLOB))
+def scan_registry(layout: Layout, registry: str) -> RegistryContent:
+    blobs = {f.digest: f for f in layout.content(registry, BLOB)}
     manifests: dict[Digest, ContentFile] = {}
     types: dict[Digest, ContentFile] = {}
-    for digest, found in _content(store, registry, MANIFEST, with_types=True):
-        if found.path.endswith(TYPE_SUFFIX):
-            types[digest] = found
-        else:
-            manifests[digest] = found
+    for found in layout.content(registry, MANIFEST):
+        (types if found.kind == TYPE else manifests)[found.digest] = found
     orphan_types = [t for d, t in sorted(types.items(), key=lambda i: i[0].hex) if d not in manifests]
-    return RegistryContent(registry, blobs, manifests, orphan_types, list(_tags(store, registry)))
+    return RegistryContent(registry, blobs, manifests, orphan_types, list(_tags(layout, registry)))
 
 
-# -- the walk ---------------------------------------------------------------
-
-
-def _layout_dirs(store: FilesystemStore, registry: str) -> tuple[str, str, str]:
-    """Where blobs, manifests and repositories of `registry` live, as the store says."""
-    return (
-        _shard_parent(store.blob_path(registry, _PROBE)),
-        _shard_parent(store.manifest_path(registry, _PROBE)),
-        _repositories_dir(store, registry),
-    )
-
-
-def _shard_parent(path: str) -> str:
-    # <kind>/sha256/<ab>/<hex> -> <kind>/sha256
-    return os.path.dirname(os.path.dirname(path))
-
-
-def _repositories_dir(store: FilesystemStore, registry: str) -> str:
-    probe = store.tag_path(registry, _PROBE_REPOSITORY, _PROBE_TAG)
-    # <repositories>/<name>/<tags dir>/<tag>, for a one-component name.
-    return os.path.dirname(os.path.dirname(os.path.dirname(probe)))
-
-
-def _tags_dirname(store: FilesystemStore, registry: str) -> str:
-    return os.path.basename(os.path.dirname(store.tag_path(registry, _PROBE_REPOSITORY, _PROBE_TAG)))
-
-
-def _content(
-    store: FilesystemStore, registry: str, kind: str, with_types: bool = False
-) -> Iterator[tuple[Digest, ContentFile]]:
-    path_of = store.blob_path if kind == BLOB else store.manifest_path
-    top = _shard_parent(path_of(registry, _PROBE))
-    for shard in _scandir(top):
-        for entry in _scandir(shard.path):
-            name = entry.name
-            is_type = with_types and name.endswith(TYPE_SUFFIX)
-            digest = _digest_named(name[: -len(TYPE_SUFFIX)] if is_type else name)
-            # Only what sits exactly where the store puts it is content.
-            if digest is None or path_of(registry, digest) + (TYPE_SUFFIX if is_type else "") != entry.path:
-                continue
-            found = _stat_file(entry)
-            if found is not None:
-                size, changed = found
-                yield digest, ContentFile(registry, kind, digest, entry.path, size, changed)
-
-
-def _digest_named(name: str) -> Digest | None:
-    if len(name) != 64 or not all(c in "0123456789abcdef" for c in name):
-        return None
-    return Digest(name)
-
-
-def _tags(store: FilesystemStore, registry: str) -> Iterator[TagEntry]:
-    top = _repositories_dir(store, registry)
-    tags_dirname = _tags_dirname(store, registry)
-    for directory, subdirectories, files in os.walk(top):
-        if os.path.basename(directory) != tags_dirname:
-            continue
-        subdirectories.clear()
-        repository = os.path.relpath(os.path.dirname(directory), top).replace(os.sep, "/")
-        for name in sorted(files):
-            path = os.path.join(directory, name)
-            tag, _, variant = name.partition("@")
-            try:
-                parse_name(repository)
-                parse_tag(tag)
-            except (NameInvalid, TagInvalid):
-                continue
-            if store.tag_path(registry, repository, tag, variant or None) != path:
-                continue
-            entry = read_tag_entry(registry, repository, tag, path, variant or None)
-            if entry is not None:
-                yield entry
+def _tags(layout: Layout, registry: str) -> Iterator[TagEntry]:
+    for found in layout.tags(registry):
+        entry = read_tag_entry(registry, found.repository, found.tag, found.path, found.variant)
+        if entry is not None:
+            yield entry
 
 
 def read_tag_entry(
@@ -344,51 +230,21 @@ def read_tag_entry(
         return TagEntry(registry, repository, tag, path, None, f"not a tag record: {e}", variant)
 
 
-def _read_references(path: str) -> References | ManifestUnreadable:
+def _read_references(path: str, media_type_path: str) -> References | ManifestUnreadable:
     try:
         with open(path, "rb") as f:
             body = f.read(MAX_MANIFEST_SIZE + 1)
     except OSError as e:
         return ManifestUnreadable(f"cannot read: {e.strerror or e}")
     try:
-        return references(body, _media_type(path))
+        return references(body, _media_type(media_type_path))
     except ManifestUnreadable as e:
         return e
 
 
 def _media_type(path: str) -> str | None:
     try:
-        with open(path + TYPE_SUFFIX, "rb") as f:
+        with open(path, "rb") as f:
             return f.read(1024).decode("utf-8", "replace").strip()
     except OSError:
         return None
-
-
-def _stat_file(entry: os.DirEntry[str]) -> tuple[int, float] | None:
-    try:
-        if not entry.is_file(follow_symlinks=False):
-            return None
-        info = entry.stat(follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return info.st_size, info.st_mtime
-
-
-def _scandir(path: str) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as entries:
-            return sorted(entries, key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _usage(path: str) -> Usage:
-    files = total = 0
-    for directory, _, names in os.walk(path):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except FileNotFoundError:
-                continue
-            files += 1
-    return Usage(files, total)

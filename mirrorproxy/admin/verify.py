@@ -27,13 +27,9 @@ from typing import BinaryIO
 
 from attrs import frozen
 
-from ..storage.filesystem import stamp_cache_changed
+from ..storage.layout import MANIFEST, ContentFile, Layout, type_path
 from .inventory import (
-    MANIFEST,
-    QUARANTINE,
     TAG,
-    TYPE_SUFFIX,
-    ContentFile,
     Inventory,
     TagEntry,
     read_tag_entry,
@@ -100,14 +96,14 @@ def verify(
             checked += 1
             hashed += result.size
             if result.reason is not None:
-                findings.append(_quarantine_content(inventory.root, found, result))
+                findings.append(_quarantine_content(inventory.layout, found, result))
     for registry in inventory.registries:
         for entry in registry.tags:
             if entry.problem is not None:
                 checked += 1
-                findings.append(_quarantine_tag(inventory.root, entry))
+                findings.append(_quarantine_tag(inventory.layout, entry))
     if any(f.quarantined for f in findings):
-        stamp_cache_changed(inventory.root)
+        inventory.layout.stamp_changed()
     warnings = _tags_without_manifest(inventory, findings)
     return VerifyReport(checked, hashed, tuple(findings), vanished, tuple(warnings))
 
@@ -127,12 +123,6 @@ def _tags_without_manifest(inventory: Inventory, findings: list[Finding]) -> lis
                 "the cache; the next pull of the tag fetches it, and until then gc keeps unreferenced content"
             )
     return warnings
-
-
-def quarantine_path(root: str, registry: str, path: str) -> str:
-    """Where a file of `registry` at `path` goes when it is found corrupt."""
-    relative = os.path.relpath(path, os.path.join(root, registry))
-    return os.path.join(root, QUARANTINE, registry, relative)
 
 
 # -- checking -------------------------------------------------------------------
@@ -176,22 +166,22 @@ def _identity_of(path: str) -> Identity | None:
 # -- quarantine -----------------------------------------------------------------
 
 
-def _quarantine_content(root: str, found: ContentFile, result: _Checked) -> Finding:
-    target = quarantine_path(root, found.registry, found.path)
+def _quarantine_content(layout: Layout, found: ContentFile, result: _Checked) -> Finding:
+    target = layout.quarantine_path(found.registry, found.path)
     moved = _move_if_same(found.path, target, result.identity)
     if moved is not None and found.kind == MANIFEST:
         # The type follows its manifest; alone it would be harmless, but a
         # person looking at the quarantine wants both.
-        _move_if_same(found.path + TYPE_SUFFIX, moved + TYPE_SUFFIX, None)
+        _move_if_same(type_path(found.path), type_path(moved), None)
     return Finding(found.registry, found.kind, str(found.digest), found.path, result.reason or "", moved)
 
 
-def _quarantine_tag(root: str, entry: TagEntry) -> Finding:
+def _quarantine_tag(layout: Layout, entry: TagEntry) -> Finding:
     # Read it again: the service may have rewritten it since the scan.
     again = read_tag_entry(entry.registry, entry.repository, entry.tag, entry.path)
     moved = None
     if again is not None and again.problem is not None:
-        target = quarantine_path(root, entry.registry, entry.path)
+        target = layout.quarantine_path(entry.registry, entry.path)
         moved = _move_if_same(entry.path, target, _identity_of(entry.path))
     return Finding(entry.registry, TAG, entry.reference, entry.path, entry.problem or "", moved)
 
@@ -216,7 +206,7 @@ def _move_if_same(path: str, target: str, identity: Identity | None) -> str | No
 def _unused(path: str) -> str:
     """`path`, or `path.N` if an earlier verify already quarantined that name."""
     candidate, number = path, 0
-    while os.path.lexists(candidate) or os.path.lexists(candidate + TYPE_SUFFIX):
+    while os.path.lexists(candidate) or os.path.lexists(type_path(candidate)):
         number += 1
         candidate = f"{path}.{number}"
     return candidate

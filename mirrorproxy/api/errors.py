@@ -29,22 +29,6 @@ UNAVAILABLE = "UNAVAILABLE"
 # Seconds a client is asked to wait when the mirror is out of descriptors.
 RETRY_AFTER_BUSY = b"2"
 
-KNOWN_CODES = frozenset(
-    {
-        NAME_INVALID,
-        NAME_UNKNOWN,
-        MANIFEST_UNKNOWN,
-        MANIFEST_INVALID,
-        BLOB_UNKNOWN,
-        DIGEST_INVALID,
-        TAG_INVALID,
-        UNSUPPORTED,
-        DENIED,
-        UNAUTHORIZED,
-        TOOMANYREQUESTS,
-    }
-)
-
 
 @frozen
 class RegistryError(Exception):
@@ -77,7 +61,7 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
         NameInvalid,
         TagInvalid,
     )
-    from ..upstream.client import (
+    from ..upstream.errors import (
         ManifestNotAcceptable,
         UpstreamDenied,
         UpstreamNotFound,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import RegistryError
+from .errors import RANGE_INVALID, RegistryError
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -41,7 +41,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def _unsatisfiable(message: str, size: int) -> RangeNotSatisfiable:
     return RangeNotSatisfiable(
         416,
-        "RANGE_INVALID",
+        RANGE_INVALID,
         message,
         headers=((b"Content-Range", f"bytes */{size}".encode("ascii")),),
     )

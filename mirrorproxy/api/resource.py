@@ -140,7 +140,7 @@ class V2Resource(Resource):
             if exchange.request.startedWriting:
                 abort_connection(exchange.request)
             else:
-                write_error(exchange.request, registry_error(failure.value, ""))
+                write_error(exchange.request, registry_error(failure.value or Exception(), ""))
 
     async def _serve(self, exchange: _Exchange) -> None:
         request = exchange.request

@@ -175,7 +175,6 @@ class BlobCache:
             # Relayed whole, but the cache could not keep it.
             self.failures[FailureKind.DISK] += 1
         if fill.state is FillState.COMMITTED:
-            self._store.count_committed(fill.written)
             if self.evictor is not None:
                 self.evictor.check()
             self._recent[fill.digest] = None

@@ -1,33 +1,28 @@
 """Keeping the cache under its size: least recently used blobs go first.
 
-A blob file's mtime is its last use: the cache touches it when it serves it
-(at most once per `TOUCH_EVERY`), so recency survives restarts and needs no
-database beside the files.  When the cache grows past its limit, blobs are
-removed oldest first until it is under the low-water mark; a blob being
-filled or served right now is never removed, and a removed blob is simply
-fetched again the next time someone asks for it.
+The store records a blob's last use when the cache serves it (see
+`ICacheStore.mark_used`), so recency survives restarts.  When the cache grows
+past its limit, blobs are removed oldest first until it is under the
+low-water mark; a blob being filled or served right now is never removed,
+and a removed blob is simply fetched again the next time someone asks for it.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from typing import Callable
 
 from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ..common.runner import Runner
 from ..registry.names import Digest
-from ..storage.filesystem import FilesystemStore
+from ..storage import ICacheStore
+from ..storage.values import StoredBlob
 
 log = Logger()
 
 LOW_WATER = 0.9
-# Touching every hit would be a write per request; an hour is precise enough.
-TOUCH_EVERY = 3600.0
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 
@@ -42,8 +37,7 @@ def parse_size(text: str) -> int:
 
 @define(eq=False)
 class Evictor:
-    _store: FilesystemStore
-    _run: Runner
+    _store: ICacheStore
     _max_bytes: int
     # (registry, digest) pairs that must stay: being filled or served.
     _in_use: Callable[[], set[tuple[str, str]]]
@@ -51,8 +45,8 @@ class Evictor:
     _running: bool = False
 
     def touch(self, registry: str, digest: Digest) -> None:
-        """Mark a blob as just used (in the pool; errors don't matter)."""
-        self._run(_touch, self._store.blob_path(registry, digest)).addErrback(lambda _: None)
+        """Mark a blob as just used (errors don't matter)."""
+        Deferred.fromCoroutine(self._store.mark_used(registry, digest)).addErrback(lambda _: None)
 
     def check(self) -> None:
         """Evict if the cache is over its limit; one eviction at a time."""
@@ -73,14 +67,19 @@ class Evictor:
         assert self._store.bytes is not None
         if self._store.bytes <= self._max_bytes:
             return
-        target = int(self._max_bytes * LOW_WATER)
-        excess = self._store.bytes - target
-        protected = {os.path.join(r, "blobs", "sha256", d[7:9], d[7:]) for r, d in self._in_use()}
-        removed, freed = await self._run(_evict_oldest, self._store.root, excess, protected)
+        excess = self._store.bytes - int(self._max_bytes * LOW_WATER)
+        removed = freed = 0
+        for blob in _least_recently_used(await self._store.stored_blobs()):
+            if freed >= excess:
+                break
+            # Asked again for each: a request may have started on it since.
+            if (blob.registry, str(blob.digest)) in self._in_use():
+                continue
+            size = await self._store.remove_blob(blob.registry, blob.digest)
+            if size is not None:
+                removed += 1
+                freed += size
         self.evicted += removed
-        if self._store.bytes is not None and self._store.entries is not None:
-            self._store.bytes -= freed
-            self._store.entries -= removed
         log.info(
             "evicted {count} blobs ({freed} bytes); cache now {size} bytes",
             count=removed,
@@ -89,40 +88,5 @@ class Evictor:
         )
 
 
-def _touch(path: str) -> None:
-    try:
-        if time.time() - os.stat(path).st_mtime > TOUCH_EVERY:
-            os.utime(path)
-    except FileNotFoundError:
-        pass
-
-
-def _evict_oldest(root: str, excess: int, protected: set[str]) -> tuple[int, int]:
-    """Remove least recently used blobs until `excess` bytes are freed."""
-    candidates = []
-    for registry in os.listdir(root):
-        blobs = os.path.join(root, registry, "blobs")
-        if not os.path.isdir(blobs):
-            continue
-        for directory, _, files in os.walk(blobs):
-            for name in files:
-                path = os.path.join(directory, name)
-                if os.path.relpath(path, root) in protected:
-                    continue
-                try:
-                    info = os.stat(path)
-                except FileNotFoundError:
-                    continue
-                candidates.append((info.st_mtime, info.st_size, path))
-    candidates.sort()
-    removed = freed = 0
-    for _, size, path in candidates:
-        if freed >= excess:
-            break
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        removed += 1
-        freed += size
-    return removed, freed
+def _least_recently_used(blobs: list[StoredBlob]) -> list[StoredBlob]:
+    return sorted(blobs, key=lambda b: (b.last_used, b.size, b.registry, b.digest.hex))

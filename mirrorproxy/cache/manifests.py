@@ -19,6 +19,7 @@ TTL.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
@@ -29,11 +30,10 @@ from ..common.coalescer import Coalescer
 from ..registry.mediatypes import ALL_MANIFEST_TYPES, accept_variant, accepts
 from ..registry.names import Digest
 from ..storage.filesystem import FilesystemStore, StoredManifest, TagRecord
-from ..upstream.client import (
-    FetchedManifest,
-    ManifestHead,
+from ..upstream.answers import FetchedManifest, ManifestHead
+from ..upstream.client import UpstreamClient
+from ..upstream.errors import (
     ManifestNotAcceptable,
-    UpstreamClient,
     UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -135,7 +135,7 @@ class ManifestCache:
         return _served(digest, stored, outcome)
 
     async def _fetch_by_digest(
-        self, repository: str, digest: Digest, accept: list[str] = ()
+        self, repository: str, digest: Digest, accept: Sequence[str] = ()
     ) -> FetchedManifest:
         """Fetch, verify and keep a manifest, once for everyone asking for it
         meanwhile, whatever each accepts (what it is cannot depend on that)."""

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 
-from ..upstream.client import UpstreamNotFound
+from ..upstream.errors import UpstreamNotFound
 
 DEFAULT_NEGATIVE_TTL = 30.0
 # Enough for any site's typos; the oldest are dropped first.

@@ -9,7 +9,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from ..common.coalescer import Coalescer
-from ..upstream.client import TagsPage, UpstreamClient, UpstreamNotFound
+from ..upstream.answers import TagsPage
+from ..upstream.client import UpstreamClient
+from ..upstream.errors import UpstreamNotFound
 from .negative import NotFoundCache
 
 # Enough for every repository a site pulls from; old pages fall off first.

@@ -24,8 +24,6 @@ class Coalescer:
     """Runs `work` once per key at a time; late callers join the running one."""
 
     _running: dict[Hashable, _Shared] = field(factory=dict)
-    started: int = 0
-    joined: int = 0
 
     def running(self, key: Hashable) -> bool:
         return key in self._running
@@ -34,13 +32,11 @@ class Coalescer:
         shared = self._running.get(key)
         if shared is None:
             shared = self._running[key] = _Shared()
-            self.started += 1
             # The work may finish synchronously; register the waiter first.
             waiter = self._add_waiter(shared)
             d = work()
             d.addBoth(self._finished, key, shared)
             return waiter
-        self.joined += 1
         return self._add_waiter(shared)
 
     def _add_waiter(self, shared: _Shared) -> Deferred[Any]:

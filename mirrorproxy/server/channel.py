@@ -22,8 +22,10 @@ from collections import Counter
 from io import BytesIO
 from typing import Any, Callable, Optional
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
@@ -74,6 +76,9 @@ _BODY_REFUSED = _refusal(
 
 
 class MirrorChannel(HTTPChannel):
+    # Set by the site that builds the channel (Twisted's Site.buildProtocol).
+    site: MirrorSite
+    transport: ITCPTransport
     _first_bytes_seen = False
     _header_deadline: IDelayedCall | None = None
     _refused = False  # a refusal was sent: read nothing more
@@ -126,7 +131,7 @@ class MirrorChannel(HTTPChannel):
         if not self._refused:
             super().allContentReceived()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_header_deadline()
         if self.site.gate is not None:
             self.site.gate.closed(self)
@@ -170,6 +175,7 @@ class MirrorChannel(HTTPChannel):
 
 
 class MirrorRequest(Request):
+    channel: MirrorChannel | None  # type: ignore[assignment]
     """A request that knows when it started, and is logged exactly once:
     when it finishes, or when its connection ends before that."""
 
@@ -185,7 +191,7 @@ class MirrorRequest(Request):
 
     def handleContentChunk(self, data: bytes) -> None:
         self._body_received += len(data)
-        if self._body_received > MAX_REQUEST_BODY:
+        if self._body_received > MAX_REQUEST_BODY and self.channel is not None:
             self.channel.refuse(
                 _BODY_REFUSED_STATUS,
                 _BODY_REFUSED,
@@ -193,6 +199,7 @@ class MirrorRequest(Request):
                 limit=MAX_REQUEST_BODY,
             )
             return
+        assert self.content is not None
         self.content.write(data)
 
     def process(self) -> None:
@@ -200,7 +207,7 @@ class MirrorRequest(Request):
         self.started_at = self.channel.site.reactor.seconds() if self.channel else 0.0
         super().process()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         site = self.channel.site if self.channel is not None else None
         super().connectionLost(reason)
         # Gone before the response was finished: a client that closed on

@@ -70,7 +70,7 @@ def record(event: dict[str, Any]) -> dict[str, object]:
     }
     failure = event.get("log_failure")
     if isinstance(failure, Failure):
-        out["error"] = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        out["error"] = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
         out["traceback"] = failure.getTraceback()
     for key, value in event.items():
         if key.startswith("log_") or key in _INTERNAL or key in out:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from constantly import NamedConstant
 from twisted.application.service import IService, MultiService
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LegacyLogObserverWrapper,
     LogLevel,
@@ -32,6 +34,7 @@ from twisted.logger import (
 )
 from twisted.python.components import Componentized
 from twisted.python.usage import Options
+from zope.interface import implementer
 
 from .journal import JournalObserver, JSONLinesObserver
 
@@ -44,17 +47,19 @@ DEFAULT_LOG_LEVEL = "info"
 _FACTORY_NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
 
 
-def _not_factory_noise(event: dict[str, Any]) -> PredicateResult:
-    if event.get("log_format") in _FACTORY_NOISE:
-        return PredicateResult.no
-    return PredicateResult.maybe
+@implementer(ILogFilterPredicate)
+class _NotFactoryNoise:
+    def __call__(self, event: dict[str, Any]) -> NamedConstant:
+        if event.get("log_format") in _FACTORY_NOISE:
+            return PredicateResult.no
+        return PredicateResult.maybe
 
 
 def filtered(observer: ILogObserver, level: str) -> ILogObserver:
     """`observer`, given only events at `level` or above, factory noise left out."""
     return FilteringLogObserver(
         observer,
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level)), _not_factory_noise],
+        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level)), _NotFactoryNoise()],
     )
 
 
@@ -96,7 +101,7 @@ def twistd_text_observer(twistd_options: Options) -> ILogObserver:
 
     observer = UnixAppLogger(twistd_options)._getLogObserver()
     if ILogObserver.providedBy(observer):
-        return observer  # type: ignore[no-any-return]
+        return observer
     # --syslog's is a legacy observer.
     return LegacyLogObserverWrapper(observer)
 

@@ -142,7 +142,7 @@ def metrics_site(root: Resource, clock: IReactorTime) -> MirrorSite:
 def metrics_root(mirror: RegistryCache, site: MirrorSite, clock: IReactorTime) -> tuple[Resource, CollectorRegistry]:
     """/metrics, /healthz and /readyz for one mirror."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MirrorCollector(mirror, site))  # type: ignore[arg-type]
+    registry.register(MirrorCollector(mirror, site))
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=registry))
     root.putChild(b"healthz", _Text(b"ok\n"))

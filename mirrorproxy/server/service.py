@@ -100,7 +100,7 @@ def build_mirror(
         store=store,
     )
     if settings.max_cache_size is not None:
-        mirror.blobs.evictor = Evictor(store, run, settings.max_cache_size, mirror.blobs.in_use)
+        mirror.blobs.evictor = Evictor(store, settings.max_cache_size, mirror.blobs.in_use)
     return mirror
 
 

@@ -171,7 +171,7 @@ def _check_endpoint(name: str, description: str) -> None:
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     from .service import make_mirror_service
 
     settings: Settings = options["settings"]

@@ -145,8 +145,8 @@ class Authenticator:
         token = self._tokens.get(key)
         if token is not None and token.expires_at > self._clock.seconds():
             return "Bearer " + token.value
-        token = await self._pending.run(key, lambda: Deferred.fromCoroutine(self._new_token(challenge, key)))
-        return "Bearer " + token.value
+        fresh: _Token = await self._pending.run(key, lambda: Deferred.fromCoroutine(self._new_token(challenge, key)))
+        return "Bearer " + fresh.value
 
     def _key(self, challenge: Challenge, scope: str) -> tuple[str, str, str]:
         return (challenge.realm or "", challenge.params.get("service", ""), scope)

@@ -7,15 +7,21 @@ each chunk and suspended while we ourselves hold the body paused.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
+
+
+def _producer(protocol: Protocol) -> IPushProducer:
+    """A response body protocol's transport: the producer of the body."""
+    return cast(IPushProducer, protocol.transport)
 
 
 class BodyTooLarge(Exception):
@@ -93,7 +99,7 @@ class _Collector(Protocol):
         self._failure = failure
         if self._timer is not None:
             self._timer.stop()
-        self.transport.stopProducing()
+        _producer(self).stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._timer is not None:
@@ -131,7 +137,7 @@ class _Discarder(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._budget -= len(data)
         if self._budget < 0 and self.transport is not None:
-            self.transport.stopProducing()
+            _producer(self).stopProducing()
             self.transport = None
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]

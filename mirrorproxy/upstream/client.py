@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 from collections import Counter
 from urllib.parse import urlsplit
 
-from attrs import define, field, frozen
+from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
@@ -32,9 +31,20 @@ from ..registry.documents import (
 )
 from ..registry.mediatypes import accepts, manifest_media_type, upstream_accept
 from ..registry.names import Digest
+from .answers import FetchedManifest, ManifestHead, TagsPage, content_length, header
 from .auth import Authenticator, AuthError, pull_scope
 from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
 from .egress.addresses import AddressPolicy, InternalAddressRefused
+from .errors import (
+    ERROR_BODY_LIMIT,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamInvalid,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_for,
+)
 from .redirects import CREDENTIAL_HEADERS, RedirectRefused, next_hop
 from .settings import Timeouts, UpstreamRegistry
 
@@ -45,79 +55,6 @@ MAX_REDIRECTS = 5
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_SMALL_BODY = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class UpstreamError(Exception):
-    """Upstream did not give us what we asked for."""
-
-
-class UpstreamNotFound(UpstreamError):
-    def __init__(self, code: str | None, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class UpstreamDenied(UpstreamError):
-    """Upstream refused us even with a token: private, or does not exist."""
-
-
-class UpstreamRateLimited(UpstreamError):
-    def __init__(self, retry_after: str | None) -> None:
-        super().__init__("upstream rate limit reached")
-        self.retry_after = retry_after
-
-
-class UpstreamUnavailable(UpstreamError):
-    """Unreachable, 5xx, or an answer that makes no sense (502)."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """Upstream did not answer in time (504)."""
-
-
-class UpstreamInvalid(UpstreamUnavailable):
-    """Upstream answered with content that fails its own checks."""
-
-
-class ManifestNotAcceptable(UpstreamError):
-    """Upstream's manifest is of a type the client did not accept (404, as
-    distribution answers; not a sign that the tag is missing)."""
-
-
-@frozen
-class ManifestHead:
-    digest: Digest | None
-    media_type: str | None
-    size: int | None
-
-
-@frozen
-class FetchedManifest:
-    body: bytes = field(repr=False)
-    media_type: str
-    digest: Digest
-
-
-@frozen
-class TagsPage:
-    body: bytes = field(repr=False)
-    link: str | None
-
-
-def _header(response: IResponse, name: bytes) -> str | None:
-    values = response.headers.getRawHeaders(name)
-    return values[0].decode("latin-1") if values else None
-
-
-def content_length(response: IResponse) -> int | None:
-    """The body's length: a HEAD answer's header, or what Twisted's client
-    took out of a GET answer's headers into `length`."""
-    value = _header(response, b"content-length")
-    if value is not None:
-        return int(value) if value.isdigit() else None
-    length = response.length
-    return length if isinstance(length, int) else None
 
 
 @define(eq=False)
@@ -134,7 +71,7 @@ class UpstreamClient:
     # connections are checked against that policy.
     _redirect_policy: AddressPolicy | None = None
     _redirect_http: HTTPClient | None = None
-    # (method, kind, status) -> count; read by tests and, later, metrics.
+    # (method, kind, status) -> count; the metrics read it.
     requests: Counter[tuple[str, str, int]] = field(factory=Counter)
     # When upstream last answered, and last failed to; for /readyz.
     last_answer: float | None = None
@@ -160,14 +97,14 @@ class UpstreamClient:
             "HEAD", repository, f"manifests/{reference}", "manifest", accept
         )
         discard_body(response)
-        digest_text = _header(response, b"docker-content-digest")
+        digest_text = header(response, b"docker-content-digest")
         digest = None
         if digest_text:
             try:
                 digest = Digest.parse(digest_text)
             except ValueError:
                 digest = None
-        media_type = manifest_media_type(_header(response, b"content-type"), b"")
+        media_type = manifest_media_type(header(response, b"content-type"), b"")
         if media_type not in MANIFEST_TYPES or not accepts(accept, media_type):
             # Not an answer to rely on: a GET will say what it is.
             media_type = None
@@ -181,7 +118,7 @@ class UpstreamClient:
         )
         body = await self._read_small(response, MAX_MANIFEST_SIZE, "manifest")
         digest = Digest(hashlib.sha256(body).hexdigest())
-        claimed = _header(response, b"docker-content-digest")
+        claimed = header(response, b"docker-content-digest")
         wanted = reference if isinstance(reference, Digest) else None
         if claimed:
             try:
@@ -201,7 +138,7 @@ class UpstreamClient:
                 actual=str(digest),
             )
             raise UpstreamInvalid(f"upstream manifest does not match {wanted}")
-        media_type = manifest_media_type(_header(response, b"content-type"), body)
+        media_type = manifest_media_type(header(response, b"content-type"), body)
         where = f"{repository}@{reference}" if wanted is not None else f"{repository}:{reference}"
         try:
             check_manifest(body, media_type or "")
@@ -225,7 +162,7 @@ class UpstreamClient:
         extra = {"Range": f"bytes={start}-"} if start else None
         response = await self._send("GET", repository, f"blobs/{digest}", "blob", extra=extra)
         if start and response.code == 206:
-            content_range = _header(response, b"content-range") or ""
+            content_range = header(response, b"content-range") or ""
             if not content_range.startswith(f"bytes {start}-"):
                 discard_body(response)
                 raise UpstreamInvalid(f"upstream resumed {digest} at the wrong place: {content_range!r}")
@@ -240,7 +177,7 @@ class UpstreamClient:
         except DocumentInvalid as e:
             log.error("upstream's tag list of {repository} refused: {reason}", repository=repository, reason=str(e))
             raise UpstreamInvalid(f"upstream's tag list of {repository} refused: {e}") from None
-        return TagsPage(body, _header(response, b"link"))
+        return TagsPage(body, header(response, b"link"))
 
     # -- plumbing -------------------------------------------------------------
 
@@ -257,7 +194,7 @@ class UpstreamClient:
         scope = pull_scope(repository)
         headers = dict(extra or {})
         if kind == "manifest":
-            headers["Accept"] = ", ".join(upstream_accept(accept))
+            headers["Accept"] = ", ".join(upstream_accept(accept or []))
         for attempt in (1, 2):
             authorization = await self._authorization(scope)
             request_headers = dict(headers)
@@ -276,7 +213,11 @@ class UpstreamClient:
                 if self._auth.learn(challenge):
                     continue
                 raise UpstreamDenied("upstream asks for credentials it does not say how to get")
-            await self._check(response, method, kind)
+            if not 200 <= response.code < 300:
+                if method == "HEAD":
+                    discard_body(response)
+                body = b"" if method == "HEAD" else await self._error_body(response)
+                raise error_for(response.code, body, method, kind, header(response, b"retry-after"))
             return response
         raise AssertionError("unreachable")
 
@@ -297,7 +238,7 @@ class UpstreamClient:
         response = await self._follow("GET", url, headers, "token")
         if response.code == 429:
             discard_body(response)
-            raise UpstreamRateLimited(_header(response, b"retry-after"))
+            raise UpstreamRateLimited(header(response, b"retry-after"))
         try:
             body = await read_body(response, MAX_SMALL_BODY, self._clock, self._timeouts.body_silence)
         except (BodyTooLarge, BodySilent, BodyTruncated) as e:
@@ -313,7 +254,7 @@ class UpstreamClient:
             response = await self._request(http, method, url, headers, kind)
             if response.code not in _REDIRECTS:
                 return response
-            location = _header(response, b"location")
+            location = header(response, b"location")
             discard_body(response)
             if not location:
                 raise UpstreamInvalid(f"upstream redirect without a Location ({kind})")
@@ -339,7 +280,7 @@ class UpstreamClient:
         self, http: HTTPClient, method: str, url: str, headers: dict[str, str], kind: str
     ) -> IResponse:
         try:
-            d: Deferred[IResponse] = http.request(
+            d = http.request(
                 method,
                 url,
                 headers=Headers({k: [v] for k, v in headers.items()}),
@@ -372,10 +313,11 @@ class UpstreamClient:
         except net_error.TimeoutError:
             failure = UpstreamTimeout(f"timed out connecting to {where}")
         except (net_error.ConnectError, net_error.DNSLookupError) as e:
-            if getattr(e, "osError", None) in (errno.EMFILE, errno.ENFILE):
+            shortage = getattr(e, "osError", None)
+            if shortage in (errno.EMFILE, errno.ENFILE):
                 # No descriptor for a socket: the mirror's shortage, passing.
                 self.requests[(method, kind, 0)] += 1
-                raise OSError(e.osError, f"no file descriptor to reach {where}") from None
+                raise OSError(shortage, f"no file descriptor to reach {where}") from None
             failure = UpstreamUnavailable(f"cannot reach {where}: {e}")
         except ResponseNeverReceived as e:
             if timed_out:
@@ -394,7 +336,7 @@ class UpstreamClient:
                 self.last_answer = self._clock.seconds()
             else:
                 self._failed(UpstreamUnavailable(f"upstream answered {response.code} to a {kind} {method}"))
-            remaining = _header(response, b"ratelimit-remaining")
+            remaining = header(response, b"ratelimit-remaining")
             if remaining and remaining.partition(";")[0].strip().isdigit():
                 self.ratelimit_remaining = int(remaining.partition(";")[0])
             return response
@@ -417,6 +359,14 @@ class UpstreamClient:
         if response.code >= 500:
             raise UpstreamUnavailable(f"upstream answered {response.code} to GET /v2/")
 
+    async def _error_body(self, response: IResponse) -> bytes:
+        """The start of an error answer's body, for its registry error; empty
+        if upstream cannot even send that."""
+        try:
+            return await read_body(response, ERROR_BODY_LIMIT, self._clock, self._timeouts.body_silence)
+        except Exception:
+            return b""
+
     async def _read_small(self, response: IResponse, limit: int, what: str) -> bytes:
         try:
             return await read_body(response, limit, self._clock, self._timeouts.body_silence)
@@ -427,39 +377,7 @@ class UpstreamClient:
         except BodyTruncated as e:
             raise UpstreamUnavailable(str(e)) from None
 
-    async def _check(self, response: IResponse, method: str, kind: str) -> None:
-        status = response.code
-        if 200 <= status < 300:
-            return
-        code, message = None, f"upstream answered {status}"
-        if method != "HEAD":
-            try:
-                body = await read_body(response, 64 * 1024, self._clock, self._timeouts.body_silence)
-                code, message = _first_error(body) or (None, message)
-            except Exception:
-                pass
-        else:
-            discard_body(response)
-        if status == 404:
-            raise UpstreamNotFound(code, message)
-        if status in (401, 403):
-            raise UpstreamDenied(message)
-        if status == 429:
-            raise UpstreamRateLimited(_header(response, b"retry-after"))
-        if status >= 500:
-            raise UpstreamUnavailable(f"upstream error {status}: {message}")
-        raise UpstreamUnavailable(f"unexpected upstream answer {status} to a {kind} {method}")
-
 
 def _reasons(error: ResponseFailed) -> str:
     """What Twisted's HTTP parser made of an answer it could not read."""
     return "; ".join(reason.getErrorMessage() for reason in error.reasons)[:300] or "unreadable"
-
-
-def _first_error(body: bytes) -> tuple[str | None, str] | None:
-    try:
-        errors = json.loads(body)["errors"]
-        first = errors[0]
-        return str(first.get("code")), str(first.get("message", ""))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None

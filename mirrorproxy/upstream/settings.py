@@ -43,8 +43,8 @@ class UpstreamRegistry:
     """One upstream registry: where it is and what it is called.
 
     `namespace` is the name clients use for it (containerd's ``?ns=``) and
-    `cache_key` the directory its content lives under in the cache, so more
-    upstreams can share one cache later without a migration.
+    `cache_key` the directory its content lives under in the cache, so that
+    several upstreams can share one cache.
     """
 
     scheme: str

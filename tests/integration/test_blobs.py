@@ -4,15 +4,14 @@ reach the upstream's token service."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from attrs import frozen
 
-from .harness.mirror import Mirror, MirrorFactory
+from .harness.fetching import Received, fetch
+from .harness.mirror import MirrorFactory
 from .harness.oci import MiB
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
@@ -23,32 +22,6 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 20
 CLIENT_TIMEOUT = 60.0
-
-
-@frozen
-class Received:
-    status: int
-    length: int
-    digest: str
-
-
-def fetch(mirror: Mirror, path: str, start: threading.Barrier | None = None) -> Received:
-    """GET ``path`` from the mirror, hashing the body as it arrives."""
-    connection = mirror.connection(CLIENT_TIMEOUT)
-    try:
-        connection.connect()
-        if start is not None:
-            # Connected; now all clients send their requests together.
-            start.wait(CLIENT_TIMEOUT)
-        connection.request("GET", path)
-        response = connection.getresponse()
-        hasher, length = hashlib.sha256(), 0
-        while chunk := response.read(256 * 1024):
-            hasher.update(chunk)
-            length += len(chunk)
-        return Received(response.status, length, "sha256:" + hasher.hexdigest())
-    finally:
-        connection.close()
 
 
 def test_concurrent_cold_requests_share_one_upstream_fetch(

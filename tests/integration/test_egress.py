@@ -40,8 +40,9 @@ from twisted.web.client import HTTPConnectionPool
 
 from mirrorproxy.registry.names import Digest
 from mirrorproxy.upstream.auth import Authenticator
-from mirrorproxy.upstream.client import UpstreamClient, UpstreamUnavailable
+from mirrorproxy.upstream.client import UpstreamClient
 from mirrorproxy.upstream.egress import ProxySettings, make_agent, proxy_settings
+from mirrorproxy.upstream.errors import UpstreamUnavailable
 from mirrorproxy.upstream.settings import Timeouts
 from mirrorproxy.upstream.settings import UpstreamRegistry as Upstream
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from .harness.fetching import Received, fetch
 from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import HOST, MiB
 from .harness.publish import Publisher
@@ -23,7 +24,6 @@ from .harness.slowlink import SlowLink
 from .harness.tmpfs import Tmpfs
 from .harness.tools import require_mount
 from .harness.verify import assert_dir_copy
-from .test_blobs import Received, fetch
 
 pytestmark = pytest.mark.integration
 

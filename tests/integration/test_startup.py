@@ -16,12 +16,12 @@ import pytest
 from attrs import frozen
 
 from .conftest import show_log_on_failure
+from .harness.fetching import Received, fetch
 from .harness.mirror import START_TIMEOUT, Mirror, twistd
 from .harness.oci import MiB
 from .harness.processes import Process, child_env, free_port
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
-from .test_blobs import Received, fetch
 
 pytestmark = pytest.mark.integration
 

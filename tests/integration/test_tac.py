@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from .harness.fetching import Received, fetch
 from .harness.mirror import Mirror, twistd
 from .harness.oci import MiB
 from .harness.processes import Process, child_env, free_port
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
-from .test_blobs import Received, fetch
 
 pytestmark = pytest.mark.integration
 

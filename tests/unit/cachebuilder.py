@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 
 from mirrorproxy.registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from mirrorproxy.registry.names import Digest
-from mirrorproxy.storage.filesystem import CACHE_STAMP, FilesystemStore, TagRecord
+from mirrorproxy.storage.filesystem import FilesystemStore
+from mirrorproxy.storage.values import TagRecord
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -167,7 +168,7 @@ class CacheBuilder:
     def stamp(self) -> bytes | None:
         """What running mirrors read to learn that an admin command removed files."""
         try:
-            with open(os.path.join(self.root, CACHE_STAMP), "rb") as f:
+            with open(self.store.layout.stamp_path, "rb") as f:
                 return f.read()
         except FileNotFoundError:
             return None

@@ -7,16 +7,13 @@ firewall.
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from attrs import define, field
-from twisted.web.server import Request
 
 from mirrorproxy.registry.mediatypes import OCI_MANIFEST
 
-from ..fakeregistry import CDN_HOST, REGISTRY_HOST, UPSTREAM_URL, FakeRegistry, sha256
+from ..fakeregistry import CDN_HOST, REGISTRY_HOST, UPSTREAM_URL, sha256
 from .harness import Harness, Response
 
 HUB_URL = "https://registry-1.docker.io"
@@ -279,41 +276,16 @@ def test_foreign_ns_is_404_name_unknown_and_never_reaches_upstream(tmp_path, ups
 # -- tag lists ------------------------------------------------------------------
 
 
-@define(eq=False)
-class PagingRegistry(FakeRegistry):
-    """The fake registry, paginating tag lists with `n` and `last` as the
-    distribution spec says, and recording full request URIs."""
-
-    uris: list[str] = field(factory=list)
-
-    def render(self, request: Request) -> bytes | int:
-        self.uris.append(request.uri.decode())
-        body = super().render(request)
-        if not request.path.endswith(b"/tags/list") or request.code != 200 or not isinstance(body, bytes):
-            return body
-        document = json.loads(body)
-        last = request.args.get(b"last", [b""])[0].decode()
-        tags = [t for t in document["tags"] if t > last]
-        n = request.args.get(b"n")
-        if n is not None:
-            limit = int(n[0])
-            if len(tags) > limit:
-                tags = tags[:limit]
-                link = f'<{UPSTREAM_URL}/v2/{document["name"]}/tags/list?n={limit}&last={tags[-1]}>; rel="next"'
-                request.setHeader(b"Link", link.encode())
-        return json.dumps({"name": document["name"], "tags": tags}).encode()
-
-
 @pytest.fixture
 def paging(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=PagingRegistry())
+    harness = Harness(str(tmp_path / "cache"))
     for tag in ("a", "b", "c", "d", "e"):
         harness.registry.add_manifest("library/alpine", tag, tag.encode(), OCI_MANIFEST)
     return harness
 
 
 def tag_list_uris(harness: Harness) -> list[str]:
-    return [u for u in harness.registry.uris if "/tags/list" in u]
+    return [s.uri for s in harness.registry.seen if "/tags/list" in s.path]
 
 
 def test_tag_list_passes_n_and_last_through(paging):

@@ -16,7 +16,6 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
 
 from mirrorproxy.api.resource import RegistryRoot
 from mirrorproxy.api.routing import Router
@@ -215,25 +214,12 @@ def test_each_repository_gets_its_own_scoped_token(tokens):
     assert scopes == sorted(["repository:library/alpine:pull"] * 2 + ["repository:library/busybox:pull"] * 2)
 
 
-@define(eq=False)
-class RevokingRegistry(FakeRegistry):
-    """Rejects tokens the test has revoked, as upstream does after a key rotation."""
-
-    revoked: set[str] = field(factory=set)
-
-    def _authorized(self, request: Request, path: str) -> bool:
-        given = (request.getHeader(b"authorization") or b"").decode()
-        if given.startswith("Bearer ") and given[len("Bearer ") :] in self.revoked:
-            request.requestHeaders.removeHeader(b"authorization")
-        return super()._authorized(request, path)
-
-
 def test_token_rejected_before_expiry_is_replaced_once(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=RevokingRegistry())
+    harness = Harness(str(tmp_path / "cache"))
     harness.registry.require_token = True
     digest = harness.registry.add_blob(b"layer")
     harness.head(blob_path(digest))
-    harness.registry.revoked.add(f"tok-1-repository:{REPO}:pull")
+    harness.registry.revoked_tokens.add(f"tok-1-repository:{REPO}:pull")
     before = harness.registry.count("HEAD", "/blobs/")
 
     first = harness.head(blob_path(digest))
@@ -245,30 +231,9 @@ def test_token_rejected_before_expiry_is_replaced_once(tmp_path):
     assert harness.registry.count("HEAD", "/blobs/") - before == 3
 
 
-@define(eq=False)
-class SlowTokenRegistry(FakeRegistry):
-    """The fake registry whose token service answers only when the test says."""
-
-    hold_tokens: bool = True
-    held_tokens: list[tuple[Request, bytes]] = field(factory=list)
-
-    def _token(self, request: Request) -> bytes:
-        body = super()._token(request)
-        if not self.hold_tokens:
-            return body
-        self.held_tokens.append((request, body))
-        return NOT_DONE_YET  # type: ignore[return-value]
-
-    def release_tokens(self) -> None:
-        held, self.held_tokens = self.held_tokens, []
-        for request, body in held:
-            request.write(body)
-            request.finish()
-
-
 @pytest.fixture
 def slow_tokens(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=SlowTokenRegistry())
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(hold_tokens=True))
     harness.registry.require_token = True
     return harness
 
@@ -376,21 +341,10 @@ def test_failed_token_request_is_not_cached(tokens):
     assert tokens.registry.issued == 1
 
 
-@define(eq=False)
-class TwoHeaderRegistry(FakeRegistry):
-    """Challenges in two WWW-Authenticate header lines, the Bearer one second,
-    as registries behind some proxies send them."""
-
-    def _authorized(self, request: Request, path: str) -> bool:
-        ok = super()._authorized(request, path)
-        if not ok:
-            bearer = request.responseHeaders.getRawHeaders(b"www-authenticate")
-            request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Basic realm="proxy"'] + bearer)
-        return ok
-
-
 def test_bearer_challenge_in_a_second_header_line_is_answered(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=TwoHeaderRegistry())
+    # Challenges in two header lines, the Bearer one second, as registries
+    # behind some proxies send them.
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(extra_challenges=['Basic realm="proxy"']))
     harness.registry.require_token = True
     digest = harness.registry.add_blob(b"layer")
 

@@ -23,8 +23,12 @@ def blob_files(harness) -> dict[str, int]:
     return found
 
 
+def blob_path(harness, digest: str) -> str:
+    return harness.mirror.store.blob_path(harness.mirror.registry.cache_key, Digest.parse(digest))
+
+
 def age(harness, digest: str, seconds: float) -> None:
-    path = harness.mirror.store.blob_path(harness.mirror.registry.cache_key, Digest.parse(digest))
+    path = blob_path(harness, digest)
     os.utime(path, (os.stat(path).st_atime - seconds, os.stat(path).st_mtime - seconds))
 
 
@@ -137,3 +141,24 @@ def test_quarantined_files_are_not_counted(tmp_path):
 
     Deferred.fromCoroutine(harness.mirror.store.measure())
     assert (harness.mirror.store.bytes, harness.mirror.store.entries) == (0, 0)
+
+
+def test_a_stray_file_among_the_blobs_is_neither_counted_nor_evicted(tmp_path):
+    """Only what sits where the store puts blobs is cache content: a file
+    someone left beside them is not the cache's to count or remove."""
+    harness = Harness(str(tmp_path / "cache"), max_cache_size=500 * KiB)
+    first, second, third = (harness.registry.add_blob(os.urandom(200 * KiB)) for _ in range(3))
+    harness.get(f"/v2/library/a/blobs/{first}")
+    stray = os.path.join(os.path.dirname(blob_path(harness, first)), "notes.txt")
+    with open(stray, "wb") as f:
+        f.write(b"x" * 400 * KiB)
+    os.utime(stray, (0, 0))  # older than any blob
+    age(harness, first, 60)
+
+    harness.get(f"/v2/library/a/blobs/{second}")
+    harness.get(f"/v2/library/a/blobs/{third}")  # over the cap: eviction counts again
+
+    assert os.path.getsize(stray) == 400 * KiB
+    assert harness.mirror.blobs.evictor.evicted == 1
+    assert {first, second, third} & set(blob_files(harness)) == {second, third}
+    assert (harness.mirror.store.bytes, harness.mirror.store.entries) == (400 * KiB, 2)

@@ -39,10 +39,6 @@ def hosts_seen(registry: FakeRegistry) -> set[str]:
     return {s.host for s in registry.seen}
 
 
-def redirect(registry: FakeRegistry, path: str, location: str) -> None:
-    registry.canned[path] = (307, {"Location": location}, b"")
-
-
 def secret_behind(registry: FakeRegistry, path: str) -> None:
     """What an internal service would answer, were the mirror to ask it."""
     registry.canned[path] = (200, {"Content-Type": "text/html"}, SECRET)
@@ -66,7 +62,7 @@ INTERNAL = [
 @pytest.mark.parametrize("location", INTERNAL)
 def test_a_blob_redirect_to_an_internal_address_relays_nothing(harness, location):
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", location)
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", location)
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -79,7 +75,7 @@ def test_a_blob_redirect_to_an_internal_address_relays_nothing(harness, location
 
 def test_a_ranged_blob_request_redirected_inside_gets_no_206(harness):
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", "http://127.0.0.1:8500/secret")
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", "http://127.0.0.1:8500/secret")
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}", range="bytes=0-99")
 
@@ -88,7 +84,7 @@ def test_a_ranged_blob_request_redirected_inside_gets_no_206(harness):
 
 
 def test_a_tag_redirected_inside_is_refused_and_never_cached(harness):
-    redirect(harness.registry, f"/v2/{REPO}/manifests/latest", "http://127.0.0.1:8500/secret")
+    harness.registry.redirect(f"/v2/{REPO}/manifests/latest", "http://127.0.0.1:8500/secret")
     secret_behind(harness.registry, "/secret")
 
     for _ in range(2):
@@ -100,7 +96,7 @@ def test_a_tag_redirected_inside_is_refused_and_never_cached(harness):
 
 
 def test_a_tag_list_redirected_inside_is_refused(harness):
-    redirect(harness.registry, f"/v2/{REPO}/tags/list", "http://10.0.0.7/secret")
+    harness.registry.redirect(f"/v2/{REPO}/tags/list", "http://10.0.0.7/secret")
 
     response = harness.get(f"/v2/{REPO}/tags/list")
 
@@ -113,7 +109,7 @@ def test_an_allowed_network_may_be_redirected_to(tmp_path):
     storage host on the private network."""
     harness = Harness(str(tmp_path / "cache"), redirect_allow=("10.0.0.0/8",))
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", f"http://10.0.0.7:9000/data/{digest}")
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", f"http://10.0.0.7:9000/data/{digest}")
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -125,7 +121,7 @@ def test_the_upstreams_own_internal_host_may_be_redirected_to(tmp_path):
     """An upstream on a private address is trusted with its own host."""
     harness = Harness(str(tmp_path / "cache"), upstream_url="http://10.0.0.5:5000")
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", f"http://10.0.0.5:9000/data/{digest}")
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", f"http://10.0.0.5:9000/data/{digest}")
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -134,7 +130,7 @@ def test_the_upstreams_own_internal_host_may_be_redirected_to(tmp_path):
 
 def test_a_public_cdn_may_be_redirected_to(harness):
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", f"https://93.184.216.34/data/{digest}")
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", f"https://93.184.216.34/data/{digest}")
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -152,7 +148,7 @@ def test_a_public_cdn_may_be_redirected_to(harness):
 )
 def test_malformed_redirects_are_a_502_naming_the_reason(harness, location, reason):
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", location)
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", location)
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -177,7 +173,7 @@ def basic_harness(tmp_path, upstream_url: str) -> Harness:
 def test_an_https_upstream_redirecting_to_http_is_refused(tmp_path):
     harness = basic_harness(tmp_path, "https://registry.fake")
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", f"http://registry.fake/data/{digest}")
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", f"http://registry.fake/data/{digest}")
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -201,7 +197,7 @@ def test_an_https_upstream_redirecting_to_http_is_refused(tmp_path):
 def test_credentials_are_dropped_whenever_the_origin_changes(tmp_path, upstream, location):
     harness = basic_harness(tmp_path, upstream)
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", location.format(digest=digest))
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", location.format(digest=digest))
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -213,7 +209,7 @@ def test_credentials_are_dropped_whenever_the_origin_changes(tmp_path, upstream,
 def test_credentials_stay_with_a_redirect_within_the_origin(tmp_path):
     harness = basic_harness(tmp_path, "http://registry.fake")
     digest = harness.registry.add_blob(b"layer")
-    redirect(harness.registry, f"/v2/{REPO}/blobs/{digest}", f"/v2/other/blobs/{digest}")
+    harness.registry.redirect(f"/v2/{REPO}/blobs/{digest}", f"/v2/other/blobs/{digest}")
 
     response = harness.get(f"/v2/{REPO}/blobs/{digest}")
 
@@ -258,7 +254,7 @@ def test_a_redirect_with_userinfo_on_revalidation_serves_the_tag_stale(tmp_path)
     _, body = harness.registry.add_image(REPO, "latest", [b"layer"])
     assert harness.get(f"/v2/{REPO}/manifests/latest").body == body
     harness.clock.advance(11)
-    redirect(harness.registry, f"/v2/{REPO}/manifests/latest", "http://a:b@cdn.fake/x")
+    harness.registry.redirect(f"/v2/{REPO}/manifests/latest", "http://a:b@cdn.fake/x")
 
     response = harness.get(f"/v2/{REPO}/manifests/latest")
 

@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from attrs import define, field
 from twisted.internet.defer import Deferred, fail
-from twisted.web.server import NOT_DONE_YET, Request
 
 from mirrorproxy.registry.mediatypes import (
     DOCKER_MANIFEST,
@@ -399,17 +397,8 @@ def test_wrong_bytes_for_a_tag_are_refused_and_the_tag_not_recorded(harness):
     assert upstream_gets(harness) == 2
 
 
-class NoDigestHeaderRegistry(FakeRegistry):
-    """An upstream that sends manifests without Docker-Content-Digest."""
-
-    def _manifest(self, request, repository, reference, accept):  # type: ignore[no-untyped-def]
-        body = super()._manifest(request, repository, reference, accept)
-        request.responseHeaders.removeHeader(b"docker-content-digest")
-        return body
-
-
 def test_wrong_bytes_without_a_digest_header_are_still_refused(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=NoDigestHeaderRegistry())
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(digest_header=False))
     digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
     harness.registry.wrong_bytes[digest] = body + b"\n"
 
@@ -421,7 +410,7 @@ def test_wrong_bytes_without_a_digest_header_are_still_refused(tmp_path):
 
 
 def test_tag_digest_is_computed_when_upstream_omits_the_header(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=NoDigestHeaderRegistry())
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(digest_header=False))
     digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
 
     response = harness.get(manifest_path("latest"))
@@ -454,25 +443,14 @@ def test_without_accept_mirror_asks_upstream_for_every_manifest_type(harness):
     assert {DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX} <= forwarded
 
 
-class AcceptAwareRegistry(FakeRegistry):
-    """Serves a tag's platform manifest to clients that do not accept its index,
-    as Docker Hub does for old clients."""
-
-    def _manifest(self, request, repository, reference, accept):  # type: ignore[no-untyped-def]
-        digest = self.tags.get((repository, reference))
-        if digest is not None and ":" not in reference:
-            media_type = self.manifests[digest][1]
-            if media_type not in accept and (repository, reference + "@narrow") in self.tags:
-                reference = self.tags[(repository, reference + "@narrow")]
-        return super()._manifest(request, repository, reference, accept)
-
-
 def test_cached_manifest_of_unaccepted_type_is_not_served_from_cache(tmp_path):
-    harness = Harness(str(tmp_path / "cache"), registry=AcceptAwareRegistry())
+    harness = Harness(str(tmp_path / "cache"))
     narrow = docker_manifest("amd64")
-    narrow_digest = harness.registry.add_manifest(REPO, "latest@narrow", narrow, DOCKER_MANIFEST)
+    narrow_digest = harness.registry.add_manifest(REPO, None, narrow, DOCKER_MANIFEST)
     wide = index(DOCKER_MANIFEST_LIST, (narrow_digest, len(narrow)))
     wide_digest = harness.registry.add_manifest(REPO, "latest", wide, DOCKER_MANIFEST_LIST)
+    # Upstream serves old clients the platform's manifest, as Docker Hub does.
+    harness.registry.narrow_tags[(REPO, "latest")] = narrow_digest
     first = harness.get(manifest_path("latest"))
     assert first.body == wide
 
@@ -536,27 +514,10 @@ def test_unknown_tag_is_asked_again_after_the_negative_ttl(harness):
     assert harness.get(manifest_path("latest")).body == body
 
 
-@define(eq=False)
-class SlowManifestRegistry(FakeRegistry):
-    """The fake registry holding manifest answers until the test releases them."""
-
-    held_manifests: list[tuple[Request, bytes]] = field(factory=list)
-
-    def _manifest(self, request, repository, reference, accept):  # type: ignore[no-untyped-def]
-        body = super()._manifest(request, repository, reference, accept)
-        self.held_manifests.append((request, body))
-        return NOT_DONE_YET
-
-    def release(self) -> None:
-        held, self.held_manifests = self.held_manifests, []
-        for request, body in held:
-            request.write(body)
-            request.finish()
-
-
 @pytest.fixture
 def slow(tmp_path):
-    return Harness(str(tmp_path / "cache"), registry=SlowManifestRegistry())
+    """The fake registry holding manifest answers until the test releases them."""
+    return Harness(str(tmp_path / "cache"), registry=FakeRegistry(hold_manifests=True))
 
 
 def cache_latest_released(slow) -> bytes:
@@ -565,7 +526,7 @@ def cache_latest_released(slow) -> bytes:
     body = docker_manifest("one")
     slow.registry.add_manifest(REPO, "latest", body, DOCKER_MANIFEST)
     slow.send("GET", manifest_path("latest"))
-    slow.registry.release()
+    slow.registry.release_manifests()
     slow.pump()
     return body
 
@@ -577,7 +538,7 @@ def test_concurrent_gets_of_one_tag_cost_one_upstream_get(slow):
     clients = [slow.send("GET", manifest_path("latest")) for _ in range(5)]
     slow.pump()
     assert [c.response() for c in clients] == [None] * 5
-    slow.registry.release()
+    slow.registry.release_manifests()
     slow.pump()
 
     assert [c.response().body for c in clients] == [body] * 5
@@ -589,7 +550,7 @@ def test_concurrent_gets_of_one_digest_cost_one_upstream_get(slow):
 
     clients = [slow.send("GET", manifest_path(digest)) for _ in range(3)]
     slow.pump()
-    slow.registry.release()
+    slow.registry.release_manifests()
     slow.pump()
 
     assert [c.response().body for c in clients] == [body] * 3
@@ -602,7 +563,7 @@ def test_concurrent_revalidations_cost_one_upstream_head(slow):
 
     clients = [slow.send("GET", manifest_path("latest")) for _ in range(4)]
     slow.pump()
-    slow.registry.release()
+    slow.registry.release_manifests()
     slow.pump()
 
     assert [c.response().body for c in clients] == [body] * 4
@@ -617,7 +578,7 @@ def test_client_leaving_does_not_cancel_the_fetch_for_others(slow):
     slow.pump()
 
     leaver.disconnect()
-    slow.registry.release()
+    slow.registry.release_manifests()
     slow.pump()
 
     assert stayer.response().body == body

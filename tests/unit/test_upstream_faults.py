@@ -14,30 +14,17 @@ def cached_blobs(harness) -> list[str]:
     return [f for _, _, files in os.walk(os.path.join(harness.cache_dir)) for f in files if len(f) == 64]
 
 
-class Redirecting(FakeRegistry):
-    """Blob GETs answer with a redirect to `location`."""
-
-    location: str = ""
-
-    def render(self, request):
-        if b"/blobs/" in request.path and request.getRequestHostname() != b"cdn.fake":
-            self.seen.append(None)  # counted, not inspected
-            request.setResponseCode(307)
-            request.setHeader(b"Location", self.location.encode())
-            return b""
-        return super().render(request)
-
-
 def harness_with(tmp_path, registry) -> Harness:
     return Harness(str(tmp_path / "cache"), registry=registry)
 
 
 def test_a_redirect_loop_is_a_502_after_a_few_hops(tmp_path):
-    registry = Redirecting()
-    registry.location = "/v2/library/a/blobs/sha256:" + "1" * 64
+    registry = FakeRegistry()
+    path = "/v2/library/a/blobs/sha256:" + "1" * 64
+    registry.redirect(path, path)
     harness = harness_with(tmp_path, registry)
 
-    response = harness.get("/v2/library/a/blobs/sha256:" + "1" * 64)
+    response = harness.get(path)
 
     assert response.status == 502 and response.json()["errors"][0]["code"] == "UNAVAILABLE"
     assert "redirects" in response.json()["errors"][0]["message"]
@@ -46,8 +33,8 @@ def test_a_redirect_loop_is_a_502_after_a_few_hops(tmp_path):
 
 
 def test_a_redirect_to_a_non_http_url_is_refused(tmp_path):
-    registry = Redirecting()
-    registry.location = "file:///etc/passwd"
+    registry = FakeRegistry()
+    registry.redirect("/v2/library/a/blobs/sha256:" + "2" * 64, "file:///etc/passwd")
     harness = harness_with(tmp_path, registry)
 
     response = harness.get("/v2/library/a/blobs/sha256:" + "2" * 64)
@@ -56,14 +43,8 @@ def test_a_redirect_to_a_non_http_url_is_refused(tmp_path):
     assert "non-HTTP(S)" in response.json()["errors"][0]["message"]
 
 
-class GarbageTokens(FakeRegistry):
-    def _token(self, request):
-        self.issued += 1
-        return b"<html>proxy error</html>"
-
-
 def test_a_token_service_that_talks_nonsense_is_a_502_not_a_denial(tmp_path):
-    registry = GarbageTokens(require_token=True)
+    registry = FakeRegistry(require_token=True, token_body=b"<html>proxy error</html>")
     harness = harness_with(tmp_path, registry)
 
     response = harness.get("/v2/library/a/manifests/latest")
@@ -72,16 +53,8 @@ def test_a_token_service_that_talks_nonsense_is_a_502_not_a_denial(tmp_path):
     assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
 
 
-class HangingTokens(FakeRegistry):
-    def _token(self, request):
-        from twisted.web.server import NOT_DONE_YET
-
-        self.issued += 1
-        return NOT_DONE_YET  # never answers
-
-
 def test_a_token_service_that_hangs_is_a_504_after_the_header_timeout(tmp_path):
-    registry = HangingTokens(require_token=True)
+    registry = FakeRegistry(require_token=True, hold_tokens=True)  # never released
     harness = harness_with(tmp_path, registry)
     client = harness.send("GET", "/v2/library/a/manifests/latest")
     harness.pump()
@@ -95,29 +68,11 @@ def test_a_token_service_that_hangs_is_a_504_after_the_header_timeout(tmp_path):
     assert registry.count("GET", "/token", host=AUTH_HOST) == 1
 
 
-class LyingLength(FakeRegistry):
-    """Says Content-Length is `claimed` for every blob."""
-
-    claimed: int = 0
-
-    def render(self, request):
-        if b"/blobs/" in request.path:
-            original = request.setHeader
-
-            def set_header(name, value):
-                if name.lower() == b"content-length":
-                    value = str(self.claimed).encode()
-                original(name, value)
-
-            request.setHeader = set_header
-        return super().render(request)
-
-
 def test_a_content_length_shorter_than_the_blob_fails_verification(tmp_path):
-    registry = LyingLength()
+    registry = FakeRegistry()
     data = os.urandom(200_000)
     digest = registry.add_blob(data)
-    registry.claimed = 150_000
+    registry.claimed_length[digest] = 150_000
     harness = harness_with(tmp_path, registry)
 
     client = harness.send("GET", f"/v2/library/a/blobs/{digest}")
@@ -130,11 +85,10 @@ def test_a_content_length_shorter_than_the_blob_fails_verification(tmp_path):
 
 
 def test_a_content_length_longer_than_the_blob_never_ends_cleanly(tmp_path):
-    registry = LyingLength()
-    registry.honour_ranges = False
+    registry = FakeRegistry(honour_ranges=False)
     data = os.urandom(200_000)
     digest = registry.add_blob(data)
-    registry.claimed = 250_000
+    registry.claimed_length[digest] = 250_000
     harness = harness_with(tmp_path, registry)
 
     client = harness.send("GET", f"/v2/library/a/blobs/{digest}")

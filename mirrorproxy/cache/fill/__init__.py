@@ -31,8 +31,9 @@ from twisted.web.iweb import IResponse
 from ...common.runner import Runner
 from ...registry.names import Digest
 from ...storage.filesystem import FilesystemStore
+from ...upstream.answers import content_length
 from ...upstream.bodies import discard_body
-from ...upstream.client import UpstreamClient, content_length
+from ...upstream.client import UpstreamClient
 from .body import BodyEnd, UpstreamBody
 from .followers import Followers
 from .resumes import Resumer

@@ -129,7 +129,7 @@ class _EgressAgent:
                 headers = headers.copy() if headers is not None else Headers()
                 if server.authorization is not None:
                     headers.setRawHeaders(b"proxy-authorization", [server.authorization])
-                d = self._forwarders[server].request(method, uri, headers, bodyProducer)
+                d: Deferred[IResponse] = self._forwarders[server].request(method, uri, headers, bodyProducer)
                 return d.addCallback(_refuse_proxy_answer, server, target)
         d = self._agent.request(method, uri, headers, bodyProducer)
         if parsed.scheme == b"https":
@@ -175,7 +175,7 @@ def _name_tls_failure(failure: Failure, target: str) -> Failure:
     service-identity error; the handshake precedes the request, so nothing
     reached the upstream and it is a failure to connect.
     """
-    if not failure.check(ResponseNeverReceived):
+    if not isinstance(failure.value, ResponseNeverReceived):
         return failure
     for reason in failure.value.reasons:
         if reason.check(VerificationError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import cast
 
 from attrs import define
 from twisted.internet import error as net_error
@@ -24,6 +25,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -121,7 +123,7 @@ class _TunnelProtocol(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         if self._abandoned:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
             return
         self._timer = self._clock.callLater(self._timeout, self._timed_out)
         self.transport.write(self._request)
@@ -202,7 +204,7 @@ class _TunnelProtocol(Protocol):
         self._abandoned = True
         self._stop_timer()
         if self.transport is not None and self._tunnelled is None:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -218,7 +220,7 @@ class _TunnelProtocol(Protocol):
         if not self._established.called:
             self._established.errback(error)
         if self.transport is not None:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
