@@ -84,8 +84,8 @@ class BlobCache:
     _fills: dict[Digest, Fill] = field(factory=dict)
     _recent: OrderedDict[Digest, None] = field(factory=OrderedDict)
     outcomes: Counter[str] = field(factory=Counter)
-    # Fills that failed, by why.
-    failures: Counter[FailureKind] = field(factory=Counter)
+    # Fills that failed, by why (a FailureKind: the metric's label).
+    failures: Counter[str] = field(factory=Counter)
     # Responses streaming each digest now: eviction leaves these alone.
     _serving: Counter[Digest] = field(factory=Counter)
     evictor: Evictor | None = None

@@ -213,9 +213,9 @@ class FileFollower:
                 size = min(self._chunk_size, min(limit, in_file) - self._next)
                 if self._tcp is not None:
                     size = min(size, FIRST_CHUNK)
-                data = read_cached(self._fd, size, self._next)
-                if data is not None:
-                    if not self._read_ahead(data):
+                cached = read_cached(self._fd, size, self._next)
+                if cached is not None:
+                    if not self._read_ahead(cached):
                         return
                     continue
                 self._reading = True

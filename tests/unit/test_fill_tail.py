@@ -3,11 +3,13 @@ clients, kept until the slowest has sent them, and no more than that."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from mirrorproxy.cache.fill.tail import TAIL_HIGH, TAIL_LOW, RelayTail
 
 
 def tail_of(start: int, *chunks: bytes) -> RelayTail:
-    return RelayTail(start, chunks)
+    return RelayTail(start, deque(chunks))
 
 
 def test_a_tail_covers_its_chunks_from_its_start():

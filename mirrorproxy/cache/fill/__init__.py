@@ -30,7 +30,7 @@ from twisted.web.iweb import IResponse
 
 from ...common.runner import Runner
 from ...registry.names import Digest
-from ...storage.filesystem import FilesystemStore
+from ...storage import ICacheStore
 from ...upstream.answers import content_length
 from ...upstream.bodies import discard_body
 from ...upstream.client import UpstreamClient
@@ -65,7 +65,7 @@ class Fill:
 
     registry: str
     digest: Digest
-    _store: FilesystemStore
+    _store: ICacheStore
     _run: Runner
     _clock: IReactorTime
     _silence: float

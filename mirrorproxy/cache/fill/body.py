@@ -4,7 +4,7 @@ watched for silence, and how it ended."""
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable
+from typing import Callable, cast
 
 from attrs import define, field
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -120,7 +120,7 @@ class _Receiver(Protocol):
     _ended: Callable[[Failure], None]
 
     def connectionMade(self) -> None:
-        self._body.started(self.transport)
+        self._body.started(cast(IPushProducer, self.transport))
 
     def dataReceived(self, data: bytes) -> None:
         self._received(data)

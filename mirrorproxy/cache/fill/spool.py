@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from typing import Any, Callable
 
 from attrs import define, field
@@ -20,7 +21,9 @@ from twisted.python.failure import Failure
 
 from ...common.runner import Runner
 from ...registry.names import Digest
-from ...storage.filesystem import FilesystemStore, Spool, SpoolWriteFailed, hash_all
+from ...storage import ICacheStore
+from ...storage.fileops import hash_all
+from ...storage.values import Spool, SpoolWriteFailed
 from .state import FailureKind
 from .tail import RelayTail
 from .writes import WriteQueue
@@ -44,7 +47,7 @@ class SpoolWriter:
     """Writes one blob's bytes in order; `on_batch` after each batch is
     written (or relayed), `on_error` if one cannot even be hashed."""
 
-    _store: FilesystemStore
+    _store: ICacheStore
     _run: Runner
     _digest: Digest
     _on_batch: Callable[[], None]
@@ -116,7 +119,8 @@ class SpoolWriter:
         if self._abandoned is not None:
             self._discard()
             return
-        if not failure.check(SpoolWriteFailed):
+        refused = failure.value
+        if not isinstance(refused, SpoolWriteFailed):
             self._on_error(f"cannot hash the blob: {failure.getErrorMessage()}")
             return
         # The cache cannot take it; the clients still can.  The batch was
@@ -125,10 +129,10 @@ class SpoolWriter:
             "cannot write blob {digest} to the cache ({error}): relaying it to its "
             "clients without caching it",
             digest=str(self._digest),
-            error=str(failure.value.error),
+            error=str(refused.error),
         )
         self.hashed += size
-        self.tail = RelayTail(self.written, batch + self._queue.waiting())
+        self.tail = RelayTail(self.written, deque(batch + self._queue.waiting()))
         self._on_batch()
 
     def full(self) -> bool:

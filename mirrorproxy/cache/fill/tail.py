@@ -22,7 +22,7 @@ class RelayTail:
     """Bytes from offset `start` on, in the chunks they arrived in."""
 
     start: int = 0
-    _chunks: deque[bytes] = field(factory=deque, converter=deque)
+    _chunks: deque[bytes] = field(factory=deque)
     _size: int = field(init=False)
 
     def __attrs_post_init__(self) -> None:
