@@ -7,7 +7,6 @@ a tag list, and writes the answer.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Awaitable, Callable
 from urllib.parse import parse_qs
@@ -20,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..cache.blobs import OpenBlob
-from ..cache.follow import FileFollower, abort_connection
+from ..cache.follow import abort_connection
 from ..cache.registrycache import RegistryCache
 from ..registry.mediatypes import parse_accept
 from ..registry.names import Digest, is_tag, parse_name, parse_reference, parse_tag
@@ -225,11 +224,8 @@ class V2Resource(Resource):
                 request.setHeader(b"Accept-Ranges", b"bytes")
             request.finish()
             return
-        opened = await mirror.blobs.open(name, digest)
-        try:
+        with await mirror.blobs.open(name, digest) as opened:
             await self._stream_blob(exchange, mirror, opened, common)
-        finally:
-            mirror.blobs.done_with(digest)
 
     async def _stream_blob(
         self,
@@ -240,14 +236,9 @@ class V2Resource(Resource):
     ) -> None:
         request = exchange.request
         if exchange.gone:
-            os.close(opened.fd)
             return
         start, end = 0, None
-        try:
-            wanted = parse_range(_header(request, b"range"), opened.size) if opened.size is not None else None
-        except RegistryError:
-            os.close(opened.fd)
-            raise
+        wanted = parse_range(_header(request, b"range"), opened.size) if opened.size is not None else None
         for header in common:
             request.setHeader(*header)
         request.setHeader(b"X-Cache", opened.outcome.encode("ascii"))
@@ -263,9 +254,8 @@ class V2Resource(Resource):
                     b"Content-Range", f"bytes {start}-{last}/{opened.size}".encode("ascii")
                 )
             request.setHeader(b"Content-Length", str(length).encode("ascii"))
-        follower = FileFollower(request, opened.source, opened.fd, mirror.run, start, end)
-        await follower.begin()
-        mirror.served_bytes["cache" if opened.outcome.from_cache else "upstream"] += follower.sent
+        sent = await opened.stream(request, start, end)
+        mirror.served_bytes["cache" if opened.outcome.from_cache else "upstream"] += sent
 
     async def _tags(self, exchange: _Exchange, mirror: RegistryCache, name: str, _: str) -> None:
         request = exchange.request

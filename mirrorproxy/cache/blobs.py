@@ -7,12 +7,15 @@ repository, joins it while it runs and starts at once with what is on disk.
 
 from __future__ import annotations
 
+import os
 from collections import Counter, OrderedDict
+from typing import Callable
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.server import Request
 
 from ..common.runner import Runner
 from ..registry.names import Digest
@@ -20,8 +23,10 @@ from ..storage.filesystem import FilesystemStore
 from ..upstream.client import UpstreamClient
 from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
-from .follow import CompleteFile, Source
+from .fill.state import FailureKind, FillState
+from .follow import FileFollower
 from .outcomes import Outcome
+from .source import CompleteFile, Source
 
 log = Logger()
 
@@ -31,14 +36,41 @@ HIT, MISS, JOIN = Outcome.HIT, Outcome.MISS, Outcome.JOIN
 _RECENT_COMMITS = 4096
 
 
-@frozen
+@define(eq=False)
 class OpenBlob:
-    """What one response streams: a source, a descriptor it owns, a size."""
+    """One response's hold on a blob: a descriptor of its own, and its place
+    among the responses eviction must leave alone; `close` gives both back
+    (a `with` block closes it)."""
 
     source: Source
-    fd: int
     size: int | None
     outcome: Outcome
+    _fd: int
+    _run: Runner
+    _release: Callable[[], None]
+    _closed: bool = False
+
+    async def stream(self, request: Request, start: int, end: int | None) -> int:
+        """Send bytes [start, end) (`end` None: to the end) at the client's
+        pace; the bytes sent.  The descriptor is the follower's from here."""
+        fd, self._fd = self._fd, -1
+        follower = FileFollower(request, self.source, fd, self._run, start, end)
+        await follower.begin()
+        return follower.sent
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._release()
+
+    def __enter__(self) -> OpenBlob:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @define(eq=False)
@@ -52,7 +84,7 @@ class BlobCache:
     _fills: dict[Digest, Fill] = field(factory=dict)
     _recent: OrderedDict[Digest, None] = field(factory=OrderedDict)
     outcomes: Counter[str] = field(factory=Counter)
-    # Fills that failed, by why: "upstream", "length", "digest", "disk".
+    # Fills that failed, by why (a FailureKind: the metric's label).
     failures: Counter[str] = field(factory=Counter)
     # Responses streaming each digest now: eviction leaves these alone.
     _serving: Counter[Digest] = field(factory=Counter)
@@ -62,7 +94,7 @@ class BlobCache:
         digests = set(self._fills) | {d for d, n in self._serving.items() if n > 0}
         return {(self._registry, str(d)) for d in digests}
 
-    def done_with(self, digest: Digest) -> None:
+    def _done_with(self, digest: Digest) -> None:
         """A response that `open` served is over."""
         self._serving[digest] -= 1
         if self._serving[digest] <= 0:
@@ -91,11 +123,10 @@ class BlobCache:
             if fill is None:
                 opened = await self._store.open_blob(self._registry, digest)
                 if opened is not None:
-                    self.outcomes[HIT] += 1
-                    self._serving[digest] += 1
+                    hit = self._opened(digest, CompleteFile(opened.size), opened.fd, opened.size, HIT)
                     if self.evictor is not None:
                         self.evictor.touch(self._registry, digest)
-                    return OpenBlob(CompleteFile(opened.size), opened.fd, opened.size, HIT)
+                    return hit
                 fill = self._running_fill(digest)
             if fill is None and digest in self._recent:
                 # Committed while we looked: it is on disk now, look again.
@@ -109,28 +140,41 @@ class BlobCache:
                 fd = await fill.join()
             except FillGone:
                 continue
-            self.outcomes[outcome] += 1
-            self._serving[digest] += 1
-            return OpenBlob(fill, fd, fill.expected, outcome)
+            return self._opened(digest, fill, fd, fill.expected, outcome)
         raise FillFailed(f"blob {digest} came and went from the cache")
 
+    def _opened(self, digest: Digest, source: Source, fd: int, size: int | None, outcome: Outcome) -> OpenBlob:
+        """A response's hold on `digest`: serving it until closed."""
+        self.outcomes[outcome] += 1
+        self._serving[digest] += 1
+        return OpenBlob(source, size, outcome, fd, self._run, lambda: self._done_with(digest))
+
     def _start(self, repository: str, digest: Digest) -> Fill:
-        fill = Fill(self._registry, digest, self._store, self._run, self._clock, self._silence)
+        fill = Fill(
+            self._registry,
+            digest,
+            self._store,
+            self._run,
+            self._clock,
+            self._silence,
+            upstream=self._upstream,
+            repository=repository,
+        )
         self._fills[digest] = fill
         log.info("miss {repository}@{digest}: fetching", repository=repository, digest=str(digest))
         fill.done.addCallback(self._fill_over, fill)
-        Deferred.fromCoroutine(fill.run(self._upstream, repository))
+        Deferred.fromCoroutine(fill.fetch())
         return fill
 
     def _fill_over(self, _: object, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:
             del self._fills[fill.digest]
-        if fill.state == "failed" and fill.failure_kind:
+        if fill.state is FillState.FAILED and fill.failure_kind:
             self.failures[fill.failure_kind] += 1
-        elif fill.state == "verified":
+        elif fill.state is FillState.VERIFIED:
             # Relayed whole, but the cache could not keep it.
-            self.failures["disk"] += 1
-        if fill.state == "committed":
+            self.failures[FailureKind.DISK] += 1
+        if fill.state is FillState.COMMITTED:
             if self.evictor is not None:
                 self.evictor.check()
             self._recent[fill.digest] = None

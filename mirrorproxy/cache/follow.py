@@ -5,7 +5,7 @@ It reads the next chunk only when the client's transport wants more, so a
 slow client holds at most one chunk plus its socket buffer, and never slows
 anything else down.  The file is either complete (a cache hit) or a spool
 file still being filled, which the follower reads up to what the fill says
-is safe to send.
+is safe to send (its `source.Source`).
 
 On plain TCP everything after the first chunk goes by sendfile(2) in the
 thread pool, from the file straight to the socket, for cache hits and
@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Protocol
 
 from attrs import define, field
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..common.runner import Runner
+from ..common.twisted_internals import count_sent, plain_tcp, resume_when_writable, write_buffer_empty
+from .source import CompleteFile, Source
 
 log = Logger()
 
@@ -46,66 +47,6 @@ FOLLOW_BATCH = 1024 * 1024
 # ... or for this many of the fill's writes, whichever comes first: a slow
 # upstream's bytes still flow (and keep the client's connection alive).
 FOLLOW_WAITS = 8
-
-
-class Source(Protocol):
-    """What a follower needs to know about the file it reads."""
-
-    def readable(self) -> int:
-        """How many bytes from the start may be sent now."""
-
-    def finished(self) -> bool:
-        """Whether every byte is there and verified: the response may end."""
-
-    def failed(self) -> bool:
-        """Whether the content is bad or incomplete for good: abort."""
-
-    def changed(self) -> Deferred[None]:
-        """Fires at the next change of `readable`, `finished` or `failed`."""
-
-    def in_file(self) -> int:
-        """How many bytes from the start are in the file; the rest of
-        `readable` comes from `memory`."""
-
-    def memory(self, offset: int, size: int) -> bytes:
-        """Up to `size` readable bytes from `offset`, past `in_file`."""
-
-    def at(self, follower: object, offset: int) -> None:
-        """A follower has sent everything before `offset`."""
-
-    def gone(self, follower: object) -> None:
-        """A follower is over."""
-
-
-@define(eq=False)
-class CompleteFile:
-    """A verified file already in the cache."""
-
-    size: int
-
-    def readable(self) -> int:
-        return self.size
-
-    def finished(self) -> bool:
-        return True
-
-    def failed(self) -> bool:
-        return False
-
-    def changed(self) -> Deferred[None]:
-        return succeed(None)
-
-    def in_file(self) -> int:
-        return self.size
-
-    def memory(self, offset: int, size: int) -> bytes:
-        return b""
-
-    def at(self, follower: object, offset: int) -> None:
-        pass
-
-    def gone(self, follower: object) -> None:
-        pass
 
 
 def abort_connection(request: Request) -> None:
@@ -166,30 +107,9 @@ def _sendfile_some(socket_fd: int, file_fd: int, offset: int, count: int) -> int
     return sent
 
 
-def plain_tcp(request: Request) -> tcp.Connection | None:
-    """The request's connection, if sendfile(2) can write to its socket.
-
-    Not TLS (bytes must be encrypted in user space) and nothing but
-    Twisted's own TCP connection, whose write buffer and writability watch
-    a follower borrows while it sends.
-    """
-    transport = getattr(request.channel, "transport", None)
-    if not hasattr(os, "sendfile") or not isinstance(transport, tcp.Connection):
-        return None
-    if ISSLTransport.providedBy(transport):
-        return None
-    return transport
-
-
 def _content_length_framed(request: Request) -> bool:
     # Chunked framing needs each chunk's size in the stream: no sendfile.
     return request.responseHeaders.hasHeader(b"content-length")
-
-
-def _write_buffer_empty(transport: tcp.Connection) -> bool:
-    # Twisted's own attributes: what it has buffered must go out before a
-    # single byte is written to the socket behind its back.
-    return len(transport.dataBuffer) == transport.offset and not transport._tempDataBuffer
 
 
 @implementer(IPushProducer)
@@ -227,7 +147,7 @@ class FileFollower:
             if _content_length_framed(self._request):
                 self._tcp = plain_tcp(self._request)
         self._offset = self._next = self._start
-        self._source.at(self, self._offset)
+        self._source.follower_sent(self, self._offset)
         self._request.registerProducer(self, True)
         self._request.notifyFinish().addErrback(self._client_gone)
         self._pump()
@@ -287,15 +207,15 @@ class FileFollower:
                 if self._next >= in_file:
                     # Relayed from memory: the cache could not take these.
                     size = min(self._chunk_size, limit - self._next)
-                    if not self._read_ahead(self._source.memory(self._next, size)):
+                    if not self._read_ahead(self._source.read_relayed(self._next, size)):
                         return
                     continue
                 size = min(self._chunk_size, min(limit, in_file) - self._next)
                 if self._tcp is not None:
                     size = min(size, FIRST_CHUNK)
-                data = read_cached(self._fd, size, self._next)
-                if data is not None:
-                    if not self._read_ahead(data):
+                cached = read_cached(self._fd, size, self._next)
+                if cached is not None:
+                    if not self._read_ahead(cached):
                         return
                     continue
                 self._reading = True
@@ -337,7 +257,7 @@ class FileFollower:
         self._offset += len(data)
         self.sent += len(data)
         self._request.write(data)
-        self._source.at(self, self._offset)
+        self._source.follower_sent(self, self._offset)
         return not self._done
 
     # -- sendfile ---------------------------------------------------------------
@@ -345,7 +265,7 @@ class FileFollower:
     def _sendfile(self, limit: int) -> None:
         """Send from the file up to `limit` (what is in it and may be sent)."""
         assert self._tcp is not None
-        if not _write_buffer_empty(self._tcp):
+        if not write_buffer_empty(self._tcp):
             self._when_writable()
             return
         self._reading = True
@@ -362,10 +282,8 @@ class FileFollower:
         self._offset += sent
         self._next = self._offset
         self.sent += sent
-        self._request.sentLength += sent
-        self._source.at(self, self._offset)
-        # Bytes went out; Twisted did not see them, so tell its idle timer.
-        self._request.channel.resetTimeout()
+        count_sent(self._request, sent)
+        self._source.follower_sent(self, self._offset)
         self._stalls = 0 if sent else self._stalls + 1
         if self._stalls > 3:
             # Writable, yet nothing goes: the file is shorter than it was.
@@ -379,8 +297,7 @@ class FileFollower:
     def _when_writable(self) -> None:
         """Have Twisted resume us once the socket can take more."""
         assert self._tcp is not None
-        self._tcp.producerPaused = True
-        self._tcp.startWriting()
+        resume_when_writable(self._tcp)
 
     def _sendfile_failed(self, failure: Failure) -> None:
         self._reading = False
@@ -430,7 +347,7 @@ class FileFollower:
         if self._done:
             return
         self._done = True
-        self._source.gone(self)
+        self._source.follower_left(self)
         if not self._reading:
             # Otherwise the read in flight closes it: closing under it could
             # let the descriptor be reused and read from another file.

@@ -320,7 +320,7 @@ def test_leftover_spool_files_are_swept_at_start(tmp_path):
 
 def test_upstream_is_paused_while_the_disk_lags(tmp_path):
     """Memory stays bounded however fast upstream is and however slow the disk."""
-    from mirrorproxy.cache.fill import QUEUE_HIGH
+    from mirrorproxy.cache.fill.writes import QUEUE_HIGH
     from mirrorproxy.registry.names import Digest
 
     from .harness import Harness, ManualRunner
@@ -445,7 +445,7 @@ def test_wrong_bytes_are_still_aborted_when_the_cache_cannot_take_them(tmp_path,
 
 
 def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
-    from mirrorproxy.cache.fill import TAIL_HIGH
+    from mirrorproxy.cache.fill.tail import TAIL_HIGH
     from mirrorproxy.registry.names import Digest
 
     from .harness import Harness
@@ -472,10 +472,10 @@ def test_a_relay_is_paced_by_its_slowest_client_not_by_memory(tmp_path):
 
 @pytest.fixture
 def short_lead(monkeypatch):
-    from mirrorproxy.cache import fill
+    from mirrorproxy.cache.fill import followers
 
-    monkeypatch.setattr(fill, "LEAD_HIGH", 400_000)
-    monkeypatch.setattr(fill, "LEAD_LOW", 200_000)
+    monkeypatch.setattr(followers, "LEAD_HIGH", 400_000)
+    monkeypatch.setattr(followers, "LEAD_LOW", 200_000)
 
 
 def fill_of(harness, digest):
@@ -504,14 +504,14 @@ def ahead_of_a_stalled_client(harness):
 
 def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_lead):
     data, digest, client, fill = ahead_of_a_stalled_client(harness)
-    assert (fill.lead_pauses, fill._upstream_paused) == (1, True)
+    assert (fill.lead_pauses, fill._body.paused) == (1, True)
     assert fill.upstream_pauses == 0  # not the disk
 
     client.resume()
     harness.pump()
 
     # Caught up: upstream is read again.
-    assert not fill._upstream_paused
+    assert not fill._body.paused
     harness.registry.held[digest].finish()
     harness.pump()
     response = client.response()
@@ -521,12 +521,12 @@ def test_a_fill_waits_for_its_only_client_once_far_enough_ahead(harness, short_l
 
 def test_a_fill_whose_slow_client_leaves_runs_on_at_full_speed(harness, short_lead):
     _, digest, client, fill = ahead_of_a_stalled_client(harness)
-    assert fill._upstream_paused
+    assert fill._body.paused
 
     client.disconnect()
     harness.pump()
 
-    assert not fill._upstream_paused
+    assert not fill._body.paused
     harness.registry.held[digest].finish()
     harness.pump()
     assert harness.get(blob_path(digest)).headers["x-cache"] == "HIT"
@@ -534,12 +534,12 @@ def test_a_fill_whose_slow_client_leaves_runs_on_at_full_speed(harness, short_le
 
 def test_a_fast_client_joining_a_waiting_fill_gets_it_going(harness, short_lead):
     data, digest, slow, fill = ahead_of_a_stalled_client(harness)
-    assert fill._upstream_paused
+    assert fill._body.paused
 
     fast = harness.send("GET", blob_path(digest))
     harness.pump()
 
-    assert not fill._upstream_paused
+    assert not fill._body.paused
     harness.registry.held[digest].finish()
     harness.pump()
     assert fast.response().body == data and fast.response().complete
@@ -550,7 +550,7 @@ def test_a_fast_client_joining_a_waiting_fill_gets_it_going(harness, short_lead)
 
 def test_an_idle_connection_dropped_while_waiting_for_a_client_costs_no_retry(harness, short_lead):
     data, digest, client, fill = ahead_of_a_stalled_client(harness)
-    assert fill._upstream_paused
+    assert fill._body.paused
     harness.registry.hold.clear()
     harness.registry.held.pop(digest).cut()
     harness.pump()
@@ -751,3 +751,59 @@ def test_a_blob_without_a_length_holds_its_last_byte_until_verified(harness, rig
         assert (response.body, response.complete) == (data, True)
     else:
         assert response.aborted and not response.complete and len(response.body) < len(data)
+
+
+# -- a response's hold on a blob ------------------------------------------------------
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def in_use(harness) -> set[str]:
+    return {digest for _, digest in harness.mirror.blobs.in_use()}
+
+
+def test_an_open_blob_gives_back_its_descriptor_and_its_hold_when_closed(harness):
+    from twisted.internet.defer import Deferred
+
+    _, digest = upstream_blob(harness, 1000)
+    harness.get(blob_path(digest))
+    before = open_descriptors()
+
+    opening = Deferred.fromCoroutine(harness.mirror.blobs.open("library/busybox", Digest.parse(digest)))
+    opened = opening.result
+    assert open_descriptors() == before + 1 and in_use(harness) == {digest}
+
+    with opened:
+        pass
+    opened.close()  # closing again is harmless
+
+    assert open_descriptors() == before and in_use(harness) == set()
+
+
+def test_a_streaming_response_holds_its_blob_until_it_is_over(harness):
+    data, digest = upstream_blob(harness, 2 * 1024 * 1024)
+    harness.get(blob_path(digest))
+    before = open_descriptors()
+    client = harness.connect(window=64 * 1024)  # stops reading after 64 KiB
+    client.protocol.dataReceived(f"GET {blob_path(digest)} HTTP/1.1\r\nHost: m\r\n\r\n".encode())
+    harness.pump()
+    assert in_use(harness) == {digest}
+
+    client.transport.open_window()
+    harness.pump()
+
+    assert client.response().body == data
+    assert in_use(harness) == set() and open_descriptors() == before
+
+
+def test_a_refused_range_gives_back_its_descriptor_and_its_hold(harness):
+    _, digest = upstream_blob(harness, 1000)
+    harness.get(blob_path(digest))
+    before = open_descriptors()
+
+    response = harness.get(blob_path(digest), range="bytes=5000-")
+
+    assert response.status == 416
+    assert in_use(harness) == set() and open_descriptors() == before

@@ -265,7 +265,7 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
     from twisted.internet.protocol import Protocol
     from twisted.web._newclient import TransportProxyProducer
 
-    from mirrorproxy.cache.fill import UPSTREAM_READ, _ToSpool
+    from mirrorproxy.cache.fill.body import UPSTREAM_READ
     from mirrorproxy.registry.names import Digest
 
     _, digest = held_blob(harness, MiB)
@@ -275,7 +275,7 @@ def test_a_blob_body_is_read_from_its_socket_a_mib_at_a_time(harness):
     ours, theirs = socket.socketpair()
     connection = tcp.Connection(ours, Protocol(), MemoryReactorClock())
 
-    _ToSpool(fill).makeConnection(TransportProxyProducer(connection))
+    fill._receiver().makeConnection(TransportProxyProducer(connection))
 
     assert connection.bufferSize == UPSTREAM_READ >= MiB
     ours.close()
@@ -297,7 +297,7 @@ def test_a_fill_batch_is_one_pool_job(tmp_path):
 def test_the_batch_being_written_counts_against_a_fills_memory(tmp_path):
     """Upstream pauses when what waits plus what is being written reaches
     QUEUE_HIGH: a fill holds at most that and one socket read."""
-    from mirrorproxy.cache.fill import QUEUE_HIGH
+    from mirrorproxy.cache.fill.writes import QUEUE_HIGH
     from mirrorproxy.registry.names import Digest
 
     started = ManualFill.start(tmp_path, 4 * QUEUE_HIGH)
@@ -330,5 +330,5 @@ def test_a_sendfile_follower_tells_the_fill_how_far_it_is(harness, sendfile_call
 
     fill = harness.mirror.blobs._fills[Digest.parse(digest)]
     assert sum(sendfile_calls) >= 2 * MiB
-    assert list(fill._positions.values()) == [len(client.response().body)]
+    assert fill._followers.offsets() == [len(client.response().body)]
     client.close()
