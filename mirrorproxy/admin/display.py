@@ -27,8 +27,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..storage.layout import TYPE, type_path
 from .contents import Listing
-from .gc import TYPE, GcReport, PurgeReport, Removal
+from .gc import GcReport, PurgeReport, Removal
 from .inventory import Inventory
 from .prefetch import ImagePlan, ImageResult
 from .scrape import OUTCOMES, CacheOutcomes
@@ -296,10 +297,10 @@ def show_verify(output: Output, report: VerifyReport) -> None:
 
 def removal_lines(removed: Sequence[Removal], dry_run: bool) -> Iterator[str]:
     verb = "would remove" if dry_run else "removed"
-    manifests = {r.path for r in removed if r.kind != TYPE}
+    types_of_removed = {type_path(r.path) for r in removed if r.kind != TYPE}
     for r in removed:
         # A manifest's type goes with it; only an orphan type is news.
-        if r.kind == TYPE and r.path.removesuffix(".type") in manifests:
+        if r.kind == TYPE and r.path in types_of_removed:
             continue
         yield f"{verb} {r.kind} {r.name} ({r.registry}, {human_size(r.size)})"
 

@@ -40,8 +40,7 @@ from ..registry.mediatypes import (
     DOCKER_SCHEMA1_SIGNED,
     OCI_MANIFEST,
 )
-from ..storage.layout import BLOB, MANIFEST, ContentFile, type_path
-from ..storage.layout import TYPE as TYPE  # a removal's kind, which the display reads
+from ..storage.layout import BLOB, MANIFEST, TYPE, ContentFile, type_path
 from .inventory import (
     TAG,
     Closure,

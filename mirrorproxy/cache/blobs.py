@@ -19,7 +19,7 @@ from twisted.web.server import Request
 
 from ..common.runner import Runner
 from ..registry.names import Digest
-from ..storage.filesystem import FilesystemStore
+from ..storage import ICacheStore, IDescriptorBlob
 from ..upstream.client import UpstreamClient
 from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
@@ -77,7 +77,7 @@ class OpenBlob:
 class BlobCache:
     _registry: str
     _upstream: UpstreamClient
-    _store: FilesystemStore
+    _store: ICacheStore
     _run: Runner
     _clock: IReactorTime
     _silence: float
@@ -123,6 +123,11 @@ class BlobCache:
             if fill is None:
                 opened = await self._store.open_blob(self._registry, digest)
                 if opened is not None:
+                    # Followers send files by descriptor (sendfile); a store
+                    # whose blobs are not files needs a follower of its own.
+                    if not IDescriptorBlob.providedBy(opened):
+                        opened.close()
+                        raise TypeError(f"{type(self._store).__name__} blobs have no file descriptor")
                     hit = self._opened(digest, CompleteFile(opened.size), opened.fd, opened.size, HIT)
                     if self.evictor is not None:
                         self.evictor.touch(self._registry, digest)

@@ -30,7 +30,12 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..common.runner import Runner
-from ..common.twisted_internals import count_sent, plain_tcp, resume_when_writable, write_buffer_empty
+from ..common.twisted_internals import (
+    count_sent,
+    plain_tcp,
+    resume_when_writable,
+    write_buffer_empty,
+)
 from .source import CompleteFile, Source
 
 log = Logger()

@@ -14,7 +14,7 @@ from typing import Hashable
 from attrs import define, field
 
 from ..registry.names import Digest
-from ..storage.filesystem import StoredManifest, TagRecord
+from ..storage.values import StoredManifest, TagRecord
 
 # Manifest bodies kept in memory.
 MEMORY_BUDGET = 32 * 1024 * 1024

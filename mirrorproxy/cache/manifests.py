@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from ..common.coalescer import Coalescer
 from ..registry.mediatypes import ALL_MANIFEST_TYPES, accept_variant, accepts
 from ..registry.names import Digest
-from ..storage.filesystem import FilesystemStore, StoredManifest, TagRecord
+from ..storage import ICacheStore
+from ..storage.values import StoredManifest, TagRecord
 from ..upstream.answers import FetchedManifest, ManifestHead
 from ..upstream.client import UpstreamClient
 from ..upstream.errors import (
@@ -67,7 +68,7 @@ class ServedManifest:
 class ManifestCache:
     _registry: str
     _upstream: UpstreamClient
-    _store: FilesystemStore
+    _store: ICacheStore
     _clock: IReactorTime
     _tag_ttl: float
     _missing: NotFoundCache

@@ -10,7 +10,7 @@ from attrs import define, field
 
 from ..common.runner import Runner
 from ..registry.names import docker_hub_name
-from ..storage.filesystem import FilesystemStore
+from ..storage import ICacheStore
 from ..upstream.client import UpstreamClient
 from ..upstream.settings import UpstreamRegistry
 from .blobs import BlobCache
@@ -26,7 +26,7 @@ class RegistryCache:
     blobs: BlobCache
     tags: TagListCache
     run: Runner
-    store: FilesystemStore
+    store: ICacheStore
     # Bytes sent to clients, by where they came from: "cache" or "upstream".
     served_bytes: Counter[str] = field(factory=Counter)
 

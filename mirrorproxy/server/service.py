@@ -30,6 +30,7 @@ from ..cache.registrycache import RegistryCache
 from ..cache.taglists import TagListCache
 from ..common.networks import parse_networks
 from ..common.runner import Runner
+from ..storage import ICacheStore
 from ..storage.filesystem import FilesystemStore
 from ..upstream.auth import Authenticator
 from ..upstream.client import UpstreamClient
@@ -221,7 +222,7 @@ class _Probe(Service):
 class _Measure(Service):
     """Counts what the cache holds once at start, off the reactor."""
 
-    store: FilesystemStore
+    store: ICacheStore
 
     def startService(self) -> None:
         super().startService()

@@ -17,7 +17,7 @@ from twisted.python import usage
 from ..api.guard import AccessSettings
 from ..common.errors import ConfigError
 from ..common.networks import parse_networks
-from ..storage.filesystem import CacheDirError
+from ..storage.values import CacheDirError
 from ..upstream.egress import proxy_settings, tls_policy
 from ..upstream.settings import DOCKER_HUB_URL
 from .config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_TAG_TTL, Settings

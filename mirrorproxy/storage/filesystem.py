@@ -36,9 +36,8 @@ from .fileops import (
     _sweep,
     _touch,
     _write_and_commit,
-    hash_all,
 )
-from .layout import CACHE_STAMP, Layout, type_path
+from .layout import Layout, type_path
 from .values import (
     CacheDirError,
     Spool,
@@ -47,23 +46,7 @@ from .values import (
     StoredManifest,
     TagRecord,
     WriteHealth,
-    is_disk_full,
 )
-
-# The names the cache and its tests have always imported from here.
-__all__ = [
-    "CACHE_STAMP",
-    "CacheDirError",
-    "FilesystemStore",
-    "OpenFile",
-    "Spool",
-    "SpoolWriteFailed",
-    "StoredManifest",
-    "TagRecord",
-    "WriteHealth",
-    "hash_all",
-    "is_disk_full",
-]
 
 log = Logger()
 
@@ -118,10 +101,6 @@ class FilesystemStore:
         if self.bytes is not None and self.entries is not None:
             self.bytes -= size
             self.entries -= 1
-
-    def count_committed(self, size: int) -> None:
-        """Nothing: `commit_blob` counts what it commits.  Kept while fills
-        written before it did still call this after a commit."""
 
     # -- start-up (before the service accepts connections) -----------------
 

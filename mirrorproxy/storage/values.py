@@ -6,7 +6,6 @@ spool file that cannot take a batch fails the same way on any backend.
 
 from __future__ import annotations
 
-import errno
 import json
 
 from attrs import define, frozen
@@ -25,10 +24,6 @@ class SpoolWriteFailed(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def is_disk_full(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @define(eq=False)

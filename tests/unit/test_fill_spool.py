@@ -6,7 +6,6 @@ no write is in flight; committed, and still readable until released."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 
 from attrs import define, field
