@@ -49,6 +49,34 @@ def cache_turned_read_only() -> Any:
     return run
 
 
+def disk_fills_after(first_writes: int):
+    """A thread pool whose disk is full after `first_writes` jobs that wrote
+    to a file: from then on every pwrite(2) fails with ENOSPC."""
+    import errno
+
+    writing_jobs = []
+
+    def run(function, *args):
+        real = os.pwrite
+        wrote = []
+
+        def pwrite(fd, data, offset):
+            if not wrote:
+                wrote.append(True)
+                writing_jobs.append(function)
+            if len(writing_jobs) > first_writes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data, offset)
+
+        os.pwrite = pwrite
+        try:
+            return run_inline(function, *args)
+        finally:
+            os.pwrite = real
+
+    return run
+
+
 @define(eq=False)
 class ManualRunner:
     """A thread pool that runs nothing until the test says so."""
@@ -233,3 +261,24 @@ class Harness:
 
     def head(self, path: str, **headers: str) -> Response:
         return self.request("HEAD", path, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+# -- blobs at the fake upstream -------------------------------------------------------
+
+
+def blob_path(digest: str) -> str:
+    return f"/v2/library/busybox/blobs/{digest}"
+
+
+def upstream_blob(harness, size: int) -> tuple[bytes, str]:
+    """``size`` random bytes at the upstream; the bytes and their digest."""
+    data = os.urandom(size)
+    return data, harness.registry.add_blob(data)
+
+
+def held_blob(harness, size: int) -> tuple[bytes, str]:
+    """As `upstream_blob`, but upstream sends the body only as the test says,
+    through ``harness.registry.held[digest]``."""
+    data, digest = upstream_blob(harness, size)
+    harness.registry.hold.add(digest)
+    return data, digest

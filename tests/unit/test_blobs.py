@@ -9,24 +9,7 @@ import pytest
 from mirrorproxy.registry.names import Digest
 
 from ..fakeregistry import sha256
-
-
-def blob_path(digest: str) -> str:
-    return f"/v2/library/busybox/blobs/{digest}"
-
-
-def upstream_blob(harness, size: int) -> tuple[bytes, str]:
-    """``size`` random bytes at the upstream; the bytes and their digest."""
-    data = os.urandom(size)
-    return data, harness.registry.add_blob(data)
-
-
-def held_blob(harness, size: int) -> tuple[bytes, str]:
-    """As `upstream_blob`, but upstream sends the body only as the test says,
-    through ``harness.registry.held[digest]``."""
-    data, digest = upstream_blob(harness, size)
-    harness.registry.hold.add(digest)
-    return data, digest
+from .harness import blob_path, disk_fills_after, held_blob, upstream_blob
 
 
 def test_miss_then_hit_costs_one_upstream_get(harness):
@@ -354,36 +337,6 @@ def test_upstream_is_paused_while_the_disk_lags(tmp_path):
         harness.pump()
     response = client.response()
     assert response.body == data and response.complete
-
-
-def disk_fills_after(first_writes: int):
-    """A thread pool whose disk is full after `first_writes` jobs that wrote
-    to a file: from then on every pwrite(2) fails with ENOSPC."""
-    import errno
-
-    from .harness import run_inline
-
-    writing_jobs = []
-
-    def run(function, *args):
-        real = os.pwrite
-        wrote = []
-
-        def pwrite(fd, data, offset):
-            if not wrote:
-                wrote.append(True)
-                writing_jobs.append(function)
-            if len(writing_jobs) > first_writes:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(fd, data, offset)
-
-        os.pwrite = pwrite
-        try:
-            return run_inline(function, *args)
-        finally:
-            os.pwrite = real
-
-    return run
 
 
 def test_a_full_disk_relays_the_blob_whole_and_caches_nothing(tmp_path):

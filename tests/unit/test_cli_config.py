@@ -14,9 +14,8 @@ from mirrorproxy.server.configfile import TOP_LEVEL
 
 from .cachebuilder import CacheBuilder
 from .clirunner import invoke, invoke_json
+from .mirroranswers import Registry, exposition
 from .staticserver import Answer, serve
-from .test_cli_prefetch import Registry
-from .test_cli_stats import exposition
 
 UNIT = Path(__file__).parents[2] / "contrib" / "systemd" / "mirrorproxy.service"
 

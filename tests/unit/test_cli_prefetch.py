@@ -7,7 +7,6 @@ end-to-end tests pull through the real mirror.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 from typing import Any
@@ -16,10 +15,11 @@ import pytest
 
 from mirrorproxy.admin.imagerefs import BadImageName, ImageName, parse_image
 from mirrorproxy.registry.descriptors import Platform
-from mirrorproxy.registry.mediatypes import ALL_MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
+from mirrorproxy.registry.mediatypes import ALL_MANIFEST_TYPES, OCI_MANIFEST
 from mirrorproxy.registry.names import Digest
 
 from .clirunner import invoke
+from .mirroranswers import Registry
 from .staticserver import Answer, StaticServer, serve
 
 DIGEST = "sha256:" + "ab" * 32
@@ -70,54 +70,6 @@ def test_bad_image_names_say_why(text: str, why: str) -> None:
 )
 def test_platform_matching(entry: Platform, wanted: str, matches: bool) -> None:
     assert entry.matches(Platform.parse(wanted)) is matches
-
-
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class Registry:
-    """Builds a mirror's answers: blobs, manifests, indexes, tags."""
-
-    def __init__(self, server: StaticServer, name: str = "org/app") -> None:
-        self.server, self.name = server, name
-
-    def blob(self, size: int, outcome: str = "MISS") -> dict[str, Any]:
-        data = os.urandom(size)
-        self.server.answers[f"/v2/{self.name}/blobs/{digest(data)}"] = Answer(200, {"X-Cache": outcome}, data)
-        return {"mediaType": "application/octet-stream", "digest": digest(data), "size": size}
-
-    def manifest(self, document: dict[str, Any], media_type: str, tag: str | None = None) -> dict[str, Any]:
-        body = json.dumps(document).encode()
-        answer = Answer(200, {"Content-Type": media_type, "Docker-Content-Digest": digest(body)}, body)
-        self.server.answers[f"/v2/{self.name}/manifests/{digest(body)}"] = answer
-        if tag is not None:
-            self.server.answers[f"/v2/{self.name}/manifests/{tag}"] = answer
-        return {"mediaType": media_type, "digest": digest(body), "size": len(body)}
-
-    def config(self, platform: str) -> dict[str, Any]:
-        """An image config saying what platform the image is for."""
-        os_name, architecture, *variant = platform.split("/")
-        document = {"os": os_name, "architecture": architecture, "rootfs": {"type": "layers"}}
-        if variant:
-            document["variant"] = variant[0]
-        data = json.dumps(document).encode()
-        self.server.answers[f"/v2/{self.name}/blobs/{digest(data)}"] = Answer(200, {"X-Cache": "MISS"}, data)
-        media_type = "application/vnd.oci.image.config.v1+json"
-        return {"mediaType": media_type, "digest": digest(data), "size": len(data)}
-
-    def image(
-        self, *sizes: int, tag: str | None = None, platform: str | None = None
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        config = self.config(platform) if platform is not None else self.blob(64)
-        blobs = [config] + [self.blob(size) for size in sizes]
-        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blobs[0], "layers": blobs[1:]}
-        return self.manifest(document, OCI_MANIFEST, tag), blobs
-
-    def index(self, tag: str, entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-        manifests = [{**descriptor, "platform": platform} for descriptor, platform in entries]
-        document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-        return self.manifest(document, OCI_INDEX, tag)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from .cachebuilder import CacheBuilder
 from .clirunner import invoke, invoke_json
+from .mirroranswers import exposition
 from .staticserver import Answer, serve
 
 
@@ -25,18 +25,6 @@ def unused_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/metrics"
-
-
-def exposition(**counts: int) -> bytes:
-    """Metrics text as the service's prometheus_client writes it."""
-    registry = CollectorRegistry()
-    requests = Counter(
-        "mirrorproxy_cache_requests", "Answers by cache outcome.", ["kind", "outcome"], registry=registry
-    )
-    for key, count in counts.items():
-        kind, outcome = key.split("_")
-        requests.labels(kind, outcome.upper()).inc(count)
-    return generate_latest(registry)
 
 
 def test_sizes_and_entries_per_registry(cache: CacheBuilder) -> None:

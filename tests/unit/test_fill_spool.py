@@ -17,8 +17,7 @@ from mirrorproxy.registry.names import Digest
 from mirrorproxy.storage.filesystem import FilesystemStore
 
 from ..fakeregistry import sha256
-from .harness import ManualRunner, cache_turned_read_only
-from .test_blobs import disk_fills_after
+from .harness import ManualRunner, cache_turned_read_only, disk_fills_after
 
 BLOB = bytes(range(256)) * 64
 DIGEST = Digest.parse(sha256(BLOB))

@@ -14,8 +14,14 @@ from twisted.internet.testing import MemoryReactorClock
 
 from mirrorproxy.cache import follow
 
-from .harness import Harness, ManualRunner, parse_response
-from .test_blobs import blob_path, held_blob, upstream_blob
+from .harness import (
+    Harness,
+    ManualRunner,
+    blob_path,
+    held_blob,
+    parse_response,
+    upstream_blob,
+)
 
 MiB = 1024 * 1024
 

@@ -141,8 +141,7 @@ def test_readyz_fails_once_upstream_has_been_silent_for_long(harness):
 
 
 def test_a_full_disk_makes_the_mirror_unready_and_is_counted(tmp_path):
-    from .harness import Harness
-    from .test_blobs import disk_fills_after
+    from .harness import Harness, disk_fills_after
 
     harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(0))
     root, registry = metrics_root(harness.mirror, harness.site, harness.clock)
