@@ -188,6 +188,6 @@ class BlobCache:
         fill.release()
 
     @property
-    def fills_in_flight(self) -> int:
+    def fills_running(self) -> int:
         return len(self._fills)
 

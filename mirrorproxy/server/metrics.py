@@ -79,7 +79,7 @@ class MirrorCollector:
         yield failures
 
         yield GaugeMetricFamily(
-            "mirrorproxy_fills_in_flight", "Blob fetches under way.", value=mirror.blobs.fills_in_flight
+            "mirrorproxy_fills_in_flight", "Blob fetches under way.", value=mirror.blobs.fills_running
         )
         if mirror.store.bytes is not None:
             yield GaugeMetricFamily("mirrorproxy_cache_bytes", "Bytes in the cache.", value=mirror.store.bytes)

@@ -23,7 +23,7 @@ class WriteQueue:
 
     _waiting: list[bytes] = field(factory=list)
     _queued: int = 0  # bytes in `_waiting`
-    _in_flight: int = 0  # bytes of the batch being written
+    _being_written: int = 0  # bytes of the batch being written
     writing: bool = False
 
     def add(self, data: bytes) -> None:
@@ -36,13 +36,13 @@ class WriteQueue:
         if self.writing or not self._waiting:
             return None
         batch, self._waiting = self._waiting, []
-        self._in_flight, self._queued = self._queued, 0
+        self._being_written, self._queued = self._queued, 0
         self.writing = True
         return batch
 
     def done(self) -> int:
         """The batch being written is over (written or not); its size."""
-        size, self._in_flight = self._in_flight, 0
+        size, self._being_written = self._being_written, 0
         self.writing = False
         return size
 
@@ -58,7 +58,7 @@ class WriteQueue:
     @property
     def held(self) -> int:
         """Bytes waiting or being written."""
-        return self._queued + self._in_flight
+        return self._queued + self._being_written
 
     @property
     def idle(self) -> bool:
@@ -67,8 +67,8 @@ class WriteQueue:
 
     def full(self) -> bool:
         """Upstream must pause: the disk is not keeping up."""
-        return self._queued + self._in_flight >= QUEUE_HIGH
+        return self._queued + self._being_written >= QUEUE_HIGH
 
     def drained(self) -> bool:
         """Upstream may go on, as far as the disk is concerned."""
-        return self._queued + self._in_flight <= QUEUE_LOW
+        return self._queued + self._being_written <= QUEUE_LOW
