@@ -76,6 +76,8 @@ class _Exchange:
 
     request: Request
     gone: bool = False
+    # The repository as the request named it (a registry first, perhaps).
+    asked_name: str = ""
 
     def __attrs_post_init__(self) -> None:
         self.request.notifyFinish().addBoth(self._finished)
@@ -159,8 +161,17 @@ class V2Resource(Resource):
                 request.finish()
                 return
             namespaces = request.args.get(b"ns")
-            mirror = self._router.route(namespaces[0].decode("latin-1") if namespaces else None)
-            name = mirror.canonical_name(parse_name(where.name))
+            host = request.getHeader(b"host")
+            mirror, name = self._router.route(
+                where.name,
+                namespaces[0].decode("latin-1") if namespaces else None,
+                host.decode("latin-1").rpartition(":")[0] or host.decode("latin-1") if host else None,
+            )
+            # For the access log and the metrics (the server's request type
+            # has the attribute): which registry it was for.
+            setattr(request, "registry", mirror.registry.namespace)
+            exchange.asked_name = where.name
+            name = mirror.canonical_name(parse_name(name))
             serve: Callable[[_Exchange, RegistryCache, str, str], Awaitable[None]] = {
                 "manifest": self._manifest,
                 "blob": self._blob,
@@ -275,7 +286,7 @@ class V2Resource(Resource):
             return
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Content-Length", str(len(page.body)).encode("ascii"))
-        link = _next_page_link(page.link, name) if page.link else None
+        link = _next_page_link(page.link, name, exchange.asked_name) if page.link else None
         if link is not None:
             request.setHeader(b"Link", link.encode("ascii"))
         request.write(page.body)
@@ -283,14 +294,15 @@ class V2Resource(Resource):
 
 
 _NEXT_LINK = re.compile(
-    r'\s*<(?:https?://[^/>]+)?(?P<path>/v2/[^>?]+/tags/list)(?:\?(?P<query>[^>]*))?>\s*;\s*rel="?next"?\s*'
+    r'\s*<(?:https?://[^/>]+)?(?:/[^>?]*?)?(?P<path>/v2/[^>?]+/tags/list)(?:\?(?P<query>[^>]*))?>\s*;\s*rel="?next"?\s*'
 )
 
 
-def _next_page_link(link: str, name: str) -> str | None:
-    """Upstream's next-page link, pointed at this mirror instead; None unless
-    it is a next page of this very tag list (anything else upstream put there
-    is not relayed)."""
+def _next_page_link(link: str, name: str, asked: str) -> str | None:
+    """Upstream's next-page link (`name`'s, under whatever path prefix the
+    upstream has), pointed at this mirror as the client named the repository
+    (`asked`); None unless it is a next page of this very tag list (anything
+    else upstream put there is not relayed)."""
     match = _NEXT_LINK.fullmatch(link)
     if match is None or match.group("path") != f"/v2/{name}/tags/list":
         return None
@@ -302,4 +314,4 @@ def _next_page_link(link: str, name: str) -> str | None:
             query.append(f"last={values[0]}")
         else:
             return None
-    return f'</v2/{name}/tags/list{"?" + "&".join(query) if query else ""}>; rel="next"'
+    return f'</v2/{asked}/tags/list{"?" + "&".join(query) if query else ""}>; rel="next"'

@@ -181,6 +181,7 @@ class MirrorRequest(Request):
 
     started_at: float = 0.0
     refused = False  # answered by the channel before it could be processed
+    registry: str | None = None  # the registry it was routed to
     _body_received = 0
     _processed = False
     logged = False
@@ -233,8 +234,9 @@ class MirrorSite(Site):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        # (endpoint kind, status) -> responses; read by the metrics.
-        self.responses: Counter[tuple[str, int]] = Counter()
+        # (endpoint kind, status, registry or "") -> responses; read by the
+        # metrics.
+        self.responses: Counter[tuple[str, int, str]] = Counter()
         self._describe = describe or _registry_paths
         self.gate = gate
 
@@ -256,6 +258,7 @@ class MirrorSite(Site):
             client=getattr(request.getClientAddress(), "host", "-"),
             method=request.method.decode("latin-1"),
             path=request.uri.decode("latin-1", "replace")[:1024],
+            registry=getattr(request, "registry", None),
             repository=repository,
             reference=reference,
             kind=kind,
@@ -275,6 +278,7 @@ class MirrorSite(Site):
             client=getattr(channel.transport.getPeer(), "host", "-"),
             method=(getattr(channel, "_command", b"") or b"-").decode("latin-1"),
             path=path.decode("latin-1", "replace")[:1024],
+            registry=None,
             repository=repository,
             reference=reference,
             kind="invalid" if kind not in ("base", "manifest", "blob", "tags") else kind,
@@ -287,7 +291,7 @@ class MirrorSite(Site):
         )
 
     def _emit(self, **fields: Any) -> None:
-        self.responses[(fields["kind"], fields["status"])] += 1
+        self.responses[(fields["kind"], fields["status"], fields["registry"] or "")] += 1
         log.info(
             "{client} {method} {path} {status} {bytes}B {duration_ms}ms {cache}",
             **fields,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from attrs import field, frozen, validators
 
-from ..upstream.settings import DOCKER_HUB_URL, Credentials, Timeouts, UpstreamRegistry
+from ..upstream.settings import (
+    DOCKER_HUB_NAMESPACE,
+    DOCKER_HUB_URL,
+    Credentials,
+    Timeouts,
+    UpstreamRegistry,
+)
 
 DEFAULT_LISTEN = "tcp:5000"
 DEFAULT_CACHE_DIR = "mirrorproxy-cache"
@@ -14,8 +20,30 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 
 
 @frozen
+class RegistrySettings:
+    """One upstream registry the mirror serves, and how to reach it."""
+
+    upstream: UpstreamRegistry
+    credentials: Credentials | None = None
+    tag_ttl: float = field(default=DEFAULT_TAG_TTL, validator=validators.ge(0))
+    upstream_proxy: str | None = None
+    upstream_ca: str | None = None
+    upstream_insecure: bool = False
+    upstream_redirect_allow: tuple[str, ...] = ()
+
+    @property
+    def namespace(self) -> str:
+        return self.upstream.namespace
+
+
+@frozen
 class Settings:
-    """Everything the service is built from."""
+    """Everything the service is built from.
+
+    The registries served are `registries`; without any, the one upstream the
+    single-registry fields describe (`upstream`, `credentials`, `tag_ttl`, the
+    `upstream_*` ones), which are also every registry's defaults.
+    """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     upstream: UpstreamRegistry = field(factory=lambda: UpstreamRegistry.from_url(DOCKER_HUB_URL))
@@ -44,3 +72,32 @@ class Settings:
     # Client connections held at most; None: what the descriptor limit
     # leaves room for.
     max_connections: int | None = None
+    registries: tuple[RegistrySettings, ...] = ()
+    # Host names clients reach the mirror by -> the registry they mean.
+    hosts: tuple[tuple[str, str], ...] = ()
+
+    def served(self) -> tuple[RegistrySettings, ...]:
+        """The registries the mirror serves, in the order given."""
+        if self.registries:
+            return self.registries
+        return (
+            RegistrySettings(
+                self.upstream,
+                self.credentials,
+                self.tag_ttl,
+                self.upstream_proxy,
+                self.upstream_ca,
+                self.upstream_insecure,
+                self.upstream_redirect_allow,
+            ),
+        )
+
+    def default_registry(self) -> RegistrySettings | None:
+        """The registry for requests that name none: the first docker.io
+        entry, or the only entry; None when several registries and none is
+        Docker Hub (requests must then name theirs)."""
+        served = self.served()
+        for registry in served:
+            if registry.namespace == DOCKER_HUB_NAMESPACE:
+                return registry
+        return served[0] if len(served) == 1 else None

@@ -24,8 +24,10 @@ from .config import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_LISTEN,
     DEFAULT_TAG_TTL,
+    RegistrySettings,
     Settings,
 )
+from .registries import check_tables, holds_secret, proxy_has_password, registries_from
 
 # A smaller limit is a forgotten unit, not a cache: it would evict every
 # blob it fills.
@@ -53,7 +55,8 @@ def _is_str_list(v: Any) -> bool:
 
 TOP_LEVEL: dict[str, tuple[_Check, str]] = {
     "listen": (_is_str_list, "a list of endpoint strings"),
-    "upstream": (_is_str, "a URL"),
+    "upstream": (lambda v: _is_str(v) or _is_str_list(v), "a URL, or a list of [NAMESPACE=]URL"),
+    "host": (_is_str_list, "a list of NAME=REGISTRY"),
     "cache-dir": (_is_str, "a directory path"),
     "tag-ttl": (_is_number, "a number of seconds"),
     "upstream-proxy": (_is_str, "a proxy URL"),
@@ -95,7 +98,9 @@ def read_config(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     for key, value in document.items():
-        if key in TABLES:
+        if key == "registries":
+            check_tables(path, value)
+        elif key in TABLES:
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: [{key}] must be a table")
             for inner, inner_value in value.items():
@@ -121,9 +126,7 @@ def _check(path: str, key: str, rule: tuple[_Check, str] | None, value: Any) -> 
 def _holds_secret(document: dict[str, Any]) -> bool:
     if any(table in document for table in SECRET_TABLES):
         return True
-    proxy = document.get("upstream-proxy", "")
-    # user:password@ in a proxy URL is a secret too.
-    return "@" in proxy.partition("://")[2].partition("/")[0]
+    return proxy_has_password(document.get("upstream-proxy", "")) or holds_secret(document.get("registries"))
 
 
 def settings_from(values: dict[str, Any], environ: Any) -> Settings:
@@ -155,12 +158,24 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"timeouts: {e}") from None
+    defaults = RegistrySettings(
+        UpstreamRegistry.from_url(DOCKER_HUB_URL),
+        None,
+        tag_ttl,
+        values.get("upstream-proxy"),
+        values.get("upstream-ca"),
+        bool(values.get("upstream-insecure", False)),
+        tuple(values.get("upstream-redirect-allow") or ()),
+    )
+    registries, hosts = registries_from(values, defaults, credentials)
+    # The single-registry fields: the default registry's (or the first's).
+    default = Settings(registries=registries).default_registry() or registries[0]
     return Settings(
         listen=tuple(values.get("listen") or (DEFAULT_LISTEN,)),
-        upstream=UpstreamRegistry.from_url(values.get("upstream", DOCKER_HUB_URL)),
+        upstream=default.upstream,
         cache_dir=values.get("cache-dir", DEFAULT_CACHE_DIR),
         tag_ttl=tag_ttl,
-        credentials=credentials,
+        credentials=default.credentials,
         timeouts=timeout_values,
         max_cache_size=max_cache_size,
         metrics_listen=tuple(values.get("metrics-listen") or ()),
@@ -173,6 +188,8 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         drain_timeout=_seconds(values, "drain-timeout", DEFAULT_DRAIN_TIMEOUT),
         max_connections=_count(values, "max-connections"),
         negative_ttl=_seconds(values, "negative-ttl", DEFAULT_NEGATIVE_TTL),
+        registries=registries,
+        hosts=hosts,
     )
 
 

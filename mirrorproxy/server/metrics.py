@@ -24,95 +24,104 @@ from .readiness import Readiness
 
 @define(eq=False)
 class MirrorCollector:
-    """Reads one mirror's counters into metric families."""
+    """Reads the registries' counters into metric families; what belongs to
+    one registry carries its ``registry`` label."""
 
-    _mirror: RegistryCache
+    _caches: list[RegistryCache]
     _site: MirrorSite
 
     def collect(self) -> Iterator[Metric]:
-        mirror = self._mirror
         requests = CounterMetricFamily(
-            "mirrorproxy_requests", "Client requests by endpoint kind and status.", labels=["kind", "status"]
+            "mirrorproxy_requests",
+            "Client requests by endpoint kind, status and registry (empty: none named or routed).",
+            labels=["kind", "status", "registry"],
         )
-        for (kind, status), count in sorted(self._site.responses.items()):
-            requests.add_metric([kind, str(status)], count)
+        for (kind, status, registry), count in sorted(self._site.responses.items()):
+            requests.add_metric([kind, str(status), registry], count)
         yield requests
+        yield from self._per_registry()
+        yield from self._cache_wide()
+        yield from self._connections()
 
+    def _per_registry(self) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(
             "mirrorproxy_cache_requests",
             "Manifest and blob answers by cache outcome (HIT, MISS, JOIN, STALE, REVALIDATED).",
-            labels=["kind", "outcome"],
+            labels=["kind", "outcome", "registry"],
         )
-        for outcome, count in sorted(mirror.blobs.outcomes.items()):
-            outcomes.add_metric(["blob", outcome], count)
-        for outcome, count in sorted(mirror.manifests.outcomes.items()):
-            outcomes.add_metric(["manifest", outcome], count)
-        yield outcomes
-
         served = CounterMetricFamily(
-            "mirrorproxy_served_bytes", "Bytes sent to clients, by source.", labels=["source"]
+            "mirrorproxy_served_bytes", "Bytes sent to clients, by source.", labels=["source", "registry"]
         )
-        for source in ("cache", "upstream"):
-            served.add_metric([source], mirror.served_bytes[source])
-        yield served
-
         upstream = CounterMetricFamily(
             "mirrorproxy_upstream_requests",
             "Requests to upstream by method, kind and status (0: no answer).",
-            labels=["method", "kind", "status"],
+            labels=["method", "kind", "status", "registry"],
         )
-        for (method, kind, status), count in sorted(mirror.upstream.requests.items()):
-            upstream.add_metric([method, kind, str(status)], count)
-        yield upstream
-
-        yield CounterMetricFamily(
-            "mirrorproxy_token_fetches", "Token requests to upstream's auth service.",
-            value=mirror.upstream.token_requests,
+        tokens = CounterMetricFamily(
+            "mirrorproxy_token_fetches", "Token requests to upstream's auth service.", labels=["registry"]
         )
         failures = CounterMetricFamily(
             "mirrorproxy_fill_failures",
             "Blob fetches that failed, by why (digest and length: verification failures).",
-            labels=["reason"],
+            labels=["reason", "registry"],
         )
-        for reason in ("digest", "length", "upstream", "disk"):
-            failures.add_metric([reason], mirror.blobs.failures[reason])
-        yield failures
+        fills = GaugeMetricFamily("mirrorproxy_fills_in_flight", "Blob fetches under way.", labels=["registry"])
+        remaining = GaugeMetricFamily(
+            "mirrorproxy_upstream_ratelimit_remaining",
+            "Upstream's ratelimit-remaining header (Docker Hub pulls left), latest seen.",
+            labels=["registry"],
+        )
+        for cache in self._caches:
+            registry = cache.registry.namespace
+            for outcome, count in sorted(cache.blobs.outcomes.items()):
+                outcomes.add_metric(["blob", outcome, registry], count)
+            for outcome, count in sorted(cache.manifests.outcomes.items()):
+                outcomes.add_metric(["manifest", outcome, registry], count)
+            for source in ("cache", "upstream"):
+                served.add_metric([source, registry], cache.served_bytes[source])
+            for (method, kind, status), count in sorted(cache.upstream.requests.items()):
+                upstream.add_metric([method, kind, str(status), registry], count)
+            tokens.add_metric([registry], cache.upstream.token_requests)
+            for reason in ("digest", "length", "upstream", "disk"):
+                failures.add_metric([reason, registry], cache.blobs.failures[reason])
+            fills.add_metric([registry], cache.blobs.fills_running)
+            if cache.upstream.ratelimit_remaining is not None:
+                remaining.add_metric([registry], cache.upstream.ratelimit_remaining)
+        yield from (outcomes, served, upstream, tokens, failures, fills)
+        if remaining.samples:
+            yield remaining
 
-        yield GaugeMetricFamily(
-            "mirrorproxy_fills_in_flight", "Blob fetches under way.", value=mirror.blobs.fills_running
-        )
-        if mirror.store.bytes is not None:
-            yield GaugeMetricFamily("mirrorproxy_cache_bytes", "Bytes in the cache.", value=mirror.store.bytes)
+    def _cache_wide(self) -> Iterator[Metric]:
+        store = self._caches[0].store
+        if store.bytes is not None:
+            yield GaugeMetricFamily("mirrorproxy_cache_bytes", "Bytes in the cache.", value=store.bytes)
             yield GaugeMetricFamily(
-                "mirrorproxy_cache_entries", "Blobs and manifests in the cache.", value=mirror.store.entries
+                "mirrorproxy_cache_entries", "Blobs and manifests in the cache.", value=store.entries
             )
-        evictor = mirror.blobs.evictor
+        evictor = self._caches[0].blobs.evictor
         yield CounterMetricFamily(
             "mirrorproxy_evictions", "Blobs evicted from the cache.", value=evictor.evicted if evictor else 0
         )
+
+    def _connections(self) -> Iterator[Metric]:
         gate = self._site.gate
-        if gate is not None:
-            yield GaugeMetricFamily("mirrorproxy_connections", "Client connections open.", value=gate.open)
-            refused = CounterMetricFamily(
-                "mirrorproxy_connections_refused",
-                "Client connections closed at accept, by why (limit: --max-connections and none idle; "
-                "network: not in --allow).",
-                labels=["reason"],
-            )
-            for reason in ("limit", "network"):
-                refused.add_metric([reason], gate.refused[reason])
-            yield refused
-            yield CounterMetricFamily(
-                "mirrorproxy_connections_reclaimed",
-                "Idle client connections closed to make room for new ones.",
-                value=gate.reclaimed,
-            )
-        if mirror.upstream.ratelimit_remaining is not None:
-            yield GaugeMetricFamily(
-                "mirrorproxy_upstream_ratelimit_remaining",
-                "Upstream's ratelimit-remaining header (Docker Hub pulls left), latest seen.",
-                value=mirror.upstream.ratelimit_remaining,
-            )
+        if gate is None:
+            return
+        yield GaugeMetricFamily("mirrorproxy_connections", "Client connections open.", value=gate.open)
+        refused = CounterMetricFamily(
+            "mirrorproxy_connections_refused",
+            "Client connections closed at accept, by why (limit: --max-connections and none idle; "
+            "network: not in --allow).",
+            labels=["reason"],
+        )
+        for reason in ("limit", "network"):
+            refused.add_metric([reason], gate.refused[reason])
+        yield refused
+        yield CounterMetricFamily(
+            "mirrorproxy_connections_reclaimed",
+            "Idle client connections closed to make room for new ones.",
+            value=gate.reclaimed,
+        )
 
 
 class _Text(Resource):
@@ -139,14 +148,16 @@ def metrics_site(root: Resource, clock: IReactorTime) -> MirrorSite:
     return MirrorSite(root, reactor=clock, describe=describe_metrics_path)
 
 
-def metrics_root(mirror: RegistryCache, site: MirrorSite, clock: IReactorTime) -> tuple[Resource, CollectorRegistry]:
-    """/metrics, /healthz and /readyz for one mirror."""
+def metrics_root(
+    caches: list[RegistryCache], site: MirrorSite, clock: IReactorTime
+) -> tuple[Resource, CollectorRegistry]:
+    """/metrics, /healthz and /readyz for the mirror of these registries."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MirrorCollector(mirror, site))
+    registry.register(MirrorCollector(caches, site))
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=registry))
     root.putChild(b"healthz", _Text(b"ok\n"))
-    root.putChild(b"readyz", Readiness(mirror, clock))
+    root.putChild(b"readyz", Readiness(caches, clock))
     return root, registry
 
 

@@ -61,9 +61,14 @@ class UpstreamProbe:
 
 @define(eq=False)
 class Readiness(Resource):
-    """/readyz: 200 "ready", or 503 and each reason on its own line."""
+    """/readyz: 200 "ready", or 503 and each reason on its own line.
 
-    _mirror: RegistryCache
+    With several registries, one upstream out of reach does not make the
+    mirror unready (every node behind a load balancer shares the egress,
+    and the other registries still work): it is listed under "ready"; all
+    of them out of reach, or a cache that takes no writes, is 503."""
+
+    _caches: list[RegistryCache]
     _clock: IReactorTime
     _checked_at: float = float("-inf")
     _writable: str | None = "not checked yet"
@@ -77,29 +82,39 @@ class Readiness(Resource):
         return NOT_DONE_YET
 
     async def _answer(self, request: Request) -> None:
-        problems = await self.problems()
-        request.setResponseCode(503 if problems else 200)
+        cache_problems = await self._cache_problems()
+        upstream_problems = [self._upstream_problem(cache) for cache in self._caches]
+        several = len(self._caches) > 1
+        lines = cache_problems + [
+            f"{cache.registry.namespace}: {problem}" if several else problem
+            for cache, problem in zip(self._caches, upstream_problems)
+            if problem is not None
+        ]
+        ready = not cache_problems and any(problem is None for problem in upstream_problems)
+        request.setResponseCode(200 if ready else 503)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.write(("\n".join(problems) or "ready").encode() + b"\n")
+        request.write("\n".join((["ready"] if ready else []) + lines).encode() + b"\n")
         request.finish()
 
-    async def problems(self) -> list[str]:
+    async def _cache_problems(self) -> list[str]:
         now = self._clock.seconds()
-        store = self._mirror.store
+        store = self._caches[0].store
         if now - self._checked_at > CACHE_PROBE_SECONDS:
             self._writable = await store.probe_writable()
             self._checked_at = now
-        problems = []
         if self._writable is not None:
-            problems.append(f"cache not writable: {self._writable}")
-        elif store.writes.last_error is not None:
-            problems.append(f"cache writes failing: {store.writes.last_error}")
-        upstream = self._mirror.upstream
+            return [f"cache not writable: {self._writable}"]
+        if store.writes.last_error is not None:
+            return [f"cache writes failing: {store.writes.last_error}"]
+        return []
+
+    def _upstream_problem(self, cache: RegistryCache) -> str | None:
+        upstream = cache.upstream
         answered, failed = upstream.last_answer, upstream.last_failure
         if failed is not None and (answered is None or failed > answered):
-            problems.append(f"upstream unreachable: {upstream.last_error}")
-        elif answered is None:
-            problems.append("upstream not reached yet")
-        elif now - answered > ANSWER_WINDOW:
-            problems.append(f"upstream silent for {now - answered:.0f} s")
-        return problems
+            return f"upstream unreachable: {upstream.last_error}"
+        if answered is None:
+            return "upstream not reached yet"
+        if self._clock.seconds() - answered > ANSWER_WINDOW:
+            return f"upstream silent for {self._clock.seconds() - answered:.0f} s"
+        return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from attrs import define
@@ -37,7 +37,7 @@ from ..upstream.client import UpstreamClient
 from ..upstream.egress import INSECURE_WARNING, make_agent, proxy_settings
 from ..upstream.egress.addresses import AddressPolicy
 from .channel import MirrorSite
-from .config import Settings
+from .config import RegistrySettings, Settings
 from .connections import ConnectionGate, default_max_connections, descriptor_limit
 from .drain import GracefulService
 from .metrics import metrics_root, metrics_site
@@ -53,56 +53,74 @@ IO_THREADS = 16
 AUTH_THREADS = 2
 
 
-def redirect_policy(settings: Settings) -> AddressPolicy:
-    """Where the upstream's redirects may lead: its own host, global
+def redirect_policy(registry: RegistrySettings) -> AddressPolicy:
+    """Where an upstream's redirects may lead: its own host, global
     addresses, and the networks the operator allowed."""
-    host = urlsplit(settings.upstream.url).hostname or ""
-    return AddressPolicy(host, parse_networks(settings.upstream_redirect_allow, "--upstream-redirect-allow"))
+    host = urlsplit(registry.upstream.url).hostname or ""
+    return AddressPolicy(host, parse_networks(registry.upstream_redirect_allow, "--upstream-redirect-allow"))
 
 
-def build_mirror(
+# For a registry: the client for its requests, and the one for hosts it
+# redirects to (whose connections the redirect policy checks), if apart.
+Clients = Callable[[RegistrySettings], tuple[HTTPClient, HTTPClient | None]]
+
+
+def build_caches(
+    settings: Settings, clients: Clients, clock: IReactorTime, run: Runner
+) -> list[RegistryCache]:
+    """Every registry's cache, over one store; the unit tests use this too.
+
+    Each registry has its own client, tokens, tag records, manifests, blobs
+    and remembered 404s, keyed in the store by its namespace; one evictor
+    keeps the whole store under its size."""
+    store = FilesystemStore(settings.cache_dir, run)
+    caches = [_registry_cache(registry, settings, store, clients, clock, run) for registry in settings.served()]
+    if settings.max_cache_size is not None:
+
+        def in_use() -> set[tuple[str, str]]:
+            return set().union(*(cache.blobs.in_use() for cache in caches))
+
+        evictor = Evictor(store, settings.max_cache_size, in_use)
+        for cache in caches:
+            cache.blobs.evictor = evictor
+    return caches
+
+
+def _registry_cache(
+    registry: RegistrySettings,
     settings: Settings,
-    http: HTTPClient,
+    store: ICacheStore,
+    clients: Clients,
     clock: IReactorTime,
     run: Runner,
-    redirect_http: HTTPClient | None = None,
 ) -> RegistryCache:
-    """Wire one upstream's mirror from its parts; the unit tests use this too.
-
-    `redirect_http` is the client for hosts the upstream redirects to, whose
-    connections are checked against the redirect policy (the service's; the
-    unit tests' fake upstream resolves nothing)."""
-    store = FilesystemStore(settings.cache_dir, run)
-    registry = settings.upstream
+    http, redirect_http = clients(registry)
     client: UpstreamClient
 
     async def fetch_token(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
         return await client.token_fetch(url, headers)
 
-    auth = Authenticator(fetch_token, clock, settings.credentials)
+    auth = Authenticator(fetch_token, clock, registry.credentials)
     client = UpstreamClient(
-        registry,
+        registry.upstream,
         http,
         clock,
         auth,
         settings.timeouts,
-        redirect_policy=redirect_policy(settings),
+        redirect_policy=redirect_policy(registry),
         redirect_http=redirect_http,
     )
-    key = registry.cache_key
+    key = registry.upstream.cache_key
     missing = NotFoundCache(clock, settings.negative_ttl)
-    mirror = RegistryCache(
-        registry=registry,
+    return RegistryCache(
+        registry=registry.upstream,
         upstream=client,
-        manifests=ManifestCache(key, client, store, clock, settings.tag_ttl, missing),
+        manifests=ManifestCache(key, client, store, clock, registry.tag_ttl, missing),
         blobs=BlobCache(key, client, store, run, clock, settings.timeouts.body_silence),
-        tags=TagListCache(client, clock, settings.tag_ttl, missing),
+        tags=TagListCache(client, clock, registry.tag_ttl, missing),
         run=run,
         store=store,
     )
-    if settings.max_cache_size is not None:
-        mirror.blobs.evictor = Evictor(store, settings.max_cache_size, mirror.blobs.in_use)
-    return mirror
 
 
 @define(eq=False)
@@ -139,9 +157,7 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     top.add_backend(_ThreadPoolService(threads))
     run: Runner = partial(deferToThreadPool, reactor, threads)
 
-    proxy = proxy_settings(settings.upstream_proxy, os.environ)
-
-    def agent_with_pool(address_policy: AddressPolicy | None) -> HTTPClient:
+    def agent_with_pool(registry: RegistrySettings, address_policy: AddressPolicy | None) -> HTTPClient:
         # Each agent its own pool: pooled connections are keyed by target,
         # not by the checks made when they were opened.
         connections = HTTPConnectionPool(reactor, persistent=True)
@@ -151,28 +167,33 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
             make_agent(
                 reactor,
                 connections,
-                proxy=proxy,
-                ca_file=settings.upstream_ca,
-                verify=not settings.upstream_insecure,
+                proxy=proxy_settings(registry.upstream_proxy, os.environ),
+                ca_file=registry.upstream_ca,
+                verify=not registry.upstream_insecure,
                 connect_timeout=settings.timeouts.connect,
                 address_policy=address_policy,
             )
         )
 
-    http = agent_with_pool(None)
-    redirect_http = agent_with_pool(redirect_policy(settings))
-    if proxy is not None:
-        log.info("upstream egress: {routes}", routes=proxy.describe())
-        for note in proxy.notes:
-            log.warn("upstream egress: {note}", note=note)
-    if settings.upstream_insecure:
-        log.warn("{warning}", warning=INSECURE_WARNING)
+    def clients(registry: RegistrySettings) -> tuple[HTTPClient, HTTPClient | None]:
+        proxy = proxy_settings(registry.upstream_proxy, os.environ)
+        if proxy is not None:
+            log.info("{registry} egress: {routes}", registry=registry.namespace, routes=proxy.describe())
+            for note in proxy.notes:
+                log.warn("{registry} egress: {note}", registry=registry.namespace, note=note)
+        if registry.upstream_insecure:
+            log.warn("{registry}: {warning}", registry=registry.namespace, warning=INSECURE_WARNING)
+        return agent_with_pool(registry, None), agent_with_pool(registry, redirect_policy(registry))
 
-    mirror = build_mirror(settings, http, reactor, run, redirect_http)
-    mirror.store.prepare()
-    top.add_backend(_Measure(mirror.store))
-    top.add_backend(_Probe(UpstreamProbe(mirror.upstream, reactor)))
-    root: Any = RegistryRoot(Router([mirror]), responses)
+    caches = build_caches(settings, clients, reactor, run)
+    store = caches[0].store
+    store.prepare()
+    top.add_backend(_Measure(store))
+    for cache in caches:
+        top.add_backend(_Probe(UpstreamProbe(cache.upstream, reactor)))
+    default = settings.default_registry()
+    router = Router(caches, default.namespace if default else None, dict(settings.hosts))
+    root: Any = RegistryRoot(router, responses)
     access = AccessSettings.from_options(settings.htpasswd, settings.allow)
     if access.enabled:
         checkers = ThreadPool(minthreads=0, maxthreads=AUTH_THREADS, name="mirrorproxy-auth")
@@ -185,16 +206,19 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     for endpoint in settings.listen:
         top.add_listener(strports.service(endpoint, site, reactor=reactor), endpoint)
     if settings.metrics_listen:
-        metrics, _ = metrics_root(mirror, site, reactor)
+        metrics, _ = metrics_root(caches, site, reactor)
         for endpoint in settings.metrics_listen:
             top.add_listener(
                 strports.service(endpoint, metrics_site(metrics, reactor), reactor=reactor), endpoint
             )
-    log.info(
-        "mirroring {upstream} into {cache_dir}",
-        upstream=settings.upstream.url,
-        cache_dir=os.path.abspath(settings.cache_dir),
-    )
+    for cache in caches:
+        log.info(
+            "mirroring {registry} from {upstream} into {cache_dir}{default}",
+            registry=cache.registry.namespace,
+            upstream=cache.registry.url,
+            cache_dir=os.path.abspath(settings.cache_dir),
+            default=" (for requests that name no registry)" if cache.registry.namespace == router.default else "",
+        )
     log.info(
         "taking up to {count} client connections (file descriptor limit {limit})",
         count=max_connections,

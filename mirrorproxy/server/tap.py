@@ -19,7 +19,6 @@ from ..common.errors import ConfigError
 from ..common.networks import parse_networks
 from ..storage.values import CacheDirError
 from ..upstream.egress import proxy_settings, tls_policy
-from ..upstream.settings import DOCKER_HUB_URL
 from .config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_TAG_TTL, Settings
 from .configfile import TOP_LEVEL, read_config, settings_from
 from .logs import (
@@ -33,16 +32,16 @@ from .logs import (
 )
 
 # Options that take one value, by their command-line (and config-file) name.
-_SINGLE = ("upstream", "cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
+_SINGLE = ("cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
            "upstream-ca", "htpasswd", "drain-timeout", "max-connections", "negative-ttl",
            "log-format", "log-level")
-_REPEATED = ("listen", "allow", "metrics-listen", "upstream-redirect-allow")
+_REPEATED = ("listen", "allow", "metrics-listen", "upstream-redirect-allow", "upstream", "host")
 # Options whose values are server endpoint strings, checked before start.
 _ENDPOINTS = ("listen", "metrics-listen")
 
 
 class Options(usage.Options):
-    synopsis = "[--config FILE] [--listen ENDPOINT]... [--upstream URL] [--cache-dir DIR] [--tag-ttl SECONDS] ..."
+    synopsis = "[--config FILE] [--listen ENDPOINT]... [--upstream [NAMESPACE=]URL]... [--cache-dir DIR] ..."
     longdesc = (
         "A Docker Hub pull-through cache. Point dockerd's registry-mirrors (or "
         "containerd's hosts.toml) at it. Upstream credentials come from the config "
@@ -51,7 +50,6 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", None, None, "TOML config file: any option below, plus credentials."],
-        ["upstream", None, None, f"Upstream registry URL (http:// or https://). Default {DOCKER_HUB_URL}."],
         ["cache-dir", None, None, "Cache directory; created if missing. Default ./mirrorproxy-cache."],
         ["tag-ttl", None, None, f"Seconds a tag is served without asking upstream. Default {DEFAULT_TAG_TTL:g}."],
         ["max-cache-size", None, None, "Evict least recently used blobs beyond this size (e.g. 50G). Default: no limit."],
@@ -80,6 +78,14 @@ class Options(usage.Options):
     def opt_allow(self, network: str) -> None:
         """Accept clients from this network only (CIDR, IPv4 or IPv6; repeatable). Default: any."""
         self["allow"].append(network)
+
+    def opt_upstream(self, entry: str) -> None:
+        """A registry to mirror: [NAMESPACE=]URL, e.g. ghcr.io=https://ghcr.io or docker.io=https://artifactory.example/api/docker/hub (repeatable). Default https://registry-1.docker.io."""
+        self["upstream"].append(entry)
+
+    def opt_host(self, entry: str) -> None:
+        """NAME=REGISTRY: requests to the mirror by this host name are for that registry (repeatable)."""
+        self["host"].append(entry)
 
     def opt_upstream_redirect_allow(self, network: str) -> None:
         """An internal network (CIDR) upstream's redirects may lead to, besides its own host (repeatable). Default: none."""
@@ -121,9 +127,10 @@ class Options(usage.Options):
             # Bad networks, proxies and CA bundles are usage errors now, not
             # surprises at start.
             self["access"] = AccessSettings.from_options(settings.htpasswd, settings.allow)
-            parse_networks(settings.upstream_redirect_allow, "--upstream-redirect-allow")
-            proxy_settings(settings.upstream_proxy, os.environ)
-            tls_policy(ca_file=settings.upstream_ca, verify=not settings.upstream_insecure)
+            for registry in settings.served():
+                parse_networks(registry.upstream_redirect_allow, "--upstream-redirect-allow")
+                proxy_settings(registry.upstream_proxy, os.environ)
+                tls_policy(ca_file=registry.upstream_ca, verify=not registry.upstream_insecure)
         except ConfigError as e:
             raise usage.UsageError(str(e))
 

@@ -4,6 +4,7 @@ and how long to wait for it: settings the upstream client is built from."""
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit
 
 from attrs import field, frozen
@@ -38,45 +39,78 @@ class Credentials:
         return cls(username, password)
 
 
+# A registry's name as clients give it (containerd's ``?ns=``, a reference's
+# first component): a host name or address, with a port perhaps.
+_NAMESPACE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def looks_like_registry(component: str) -> bool:
+    """Whether a reference's first component names a registry rather than a
+    repository, as distribution/reference splits names: it has a dot or a
+    port, or is ``localhost``."""
+    return "." in component or ":" in component or component == "localhost"
+
+
+def parse_namespace(text: str) -> str:
+    """A registry's name, normalised (Docker Hub's aliases are docker.io);
+    ConfigError if it cannot be one."""
+    name = text.strip().lower()
+    if not _NAMESPACE.fullmatch(name):
+        raise ConfigError(f"{text!r} is not a registry name (a host, with a port perhaps)")
+    return DOCKER_HUB_NAMESPACE if name.partition(":")[0] in _DOCKER_HUB_HOSTS and ":" not in name else name
+
+
 @frozen
 class UpstreamRegistry:
     """One upstream registry: where it is and what it is called.
 
-    `namespace` is the name clients use for it (containerd's ``?ns=``) and
-    `cache_key` the directory its content lives under in the cache, so that
-    several upstreams can share one cache.
+    `namespace` is the name clients use for it (containerd's ``?ns=``, the
+    first component of a reference) and `cache_key` the directory its content
+    lives under in the cache; both come from the namespace, not the URL, so
+    the URL can change (say, to a chained mirror) and the cache stays.  The
+    URL may carry a path (an Artifactory or Nexus remote): the registry API is
+    under it.
     """
 
     scheme: str
     netloc: str
     namespace: str
+    path: str = ""
 
     @classmethod
-    def from_url(cls, url: str) -> UpstreamRegistry:
+    def from_url(cls, url: str, namespace: str | None = None) -> UpstreamRegistry:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"upstream must be an http:// or https:// URL, not {url!r}")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigError(f"upstream URL must not have a path or query: {url!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"upstream URL must not have a query: {url!r}")
         if parts.username or parts.password:
             raise ConfigError(
-                "upstream credentials go in the environment "
-                "(MIRRORPROXY_UPSTREAM_USERNAME/PASSWORD), not in the URL"
+                "upstream credentials go in the config file or the environment, not in the URL"
             )
         try:
             parts.port
         except ValueError:
             raise ConfigError(f"bad port in upstream URL {url!r}") from None
         netloc = parts.netloc.lower()
-        if parts.hostname in _DOCKER_HUB_HOSTS:
-            namespace = DOCKER_HUB_NAMESPACE
-        else:
-            namespace = netloc
-        return cls(parts.scheme, netloc, namespace)
+        # The API lives under <path>/v2/; a URL given with its /v2 means the same.
+        path = parts.path.rstrip("/").removesuffix("/v2").rstrip("/")
+        if namespace is None:
+            namespace = DOCKER_HUB_NAMESPACE if parts.hostname in _DOCKER_HUB_HOSTS else netloc
+        return cls(parts.scheme, netloc, parse_namespace(namespace), path)
+
+    @classmethod
+    def from_entry(cls, entry: str) -> UpstreamRegistry:
+        """``[NAMESPACE=]URL``, as ``--upstream`` takes it."""
+        namespace, sep, url = entry.partition("=")
+        if sep and "://" not in namespace:
+            return cls.from_url(url.strip(), namespace)
+        return cls.from_url(entry.strip())
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.netloc}"
+        """Where the registry API is: requests go to ``<url>/v2/...``."""
+        return f"{self.scheme}://{self.netloc}{self.path}"
 
     @property
     def is_docker_hub(self) -> bool:

@@ -11,6 +11,7 @@ import errno
 import os
 from typing import Any
 
+import attrs
 from attrs import define, field
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -22,7 +23,7 @@ from mirrorproxy.api.routing import Router
 from mirrorproxy.cache.registrycache import RegistryCache
 from mirrorproxy.server.channel import MirrorSite
 from mirrorproxy.server.config import Settings
-from mirrorproxy.server.service import build_mirror
+from mirrorproxy.server.service import build_caches
 from mirrorproxy.storage.filesystem import FilesystemStore
 from mirrorproxy.upstream.settings import Credentials, Timeouts, UpstreamRegistry
 
@@ -207,6 +208,10 @@ class Harness:
     redirect_allow: tuple[str, ...] = ()
     credentials: Credentials | None = None
     negative_ttl: float = 30.0
+    # More registries than `registry` at `upstream_url`: [NAMESPACE=]URL ->
+    # the fake registry behind it; `hosts` maps host names to namespaces.
+    others: dict[str, FakeRegistry] = field(factory=dict)
+    hosts: tuple[tuple[str, str], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         self.stub = StubTreq(self.registry)
@@ -219,12 +224,32 @@ class Harness:
             upstream_redirect_allow=self.redirect_allow,
             credentials=self.credentials,
             negative_ttl=self.negative_ttl,
+            hosts=self.hosts,
         )
+        if self.others:
+            first = self.settings.served()[0]
+            extra = [attrs.evolve(first, upstream=UpstreamRegistry.from_entry(e), credentials=None) for e in self.others]
+            self.settings = attrs.evolve(self.settings, registries=(first, *extra))
+        self.fakes = {
+            registry.namespace: fake
+            for registry, fake in zip(self.settings.served(), [self.registry, *self.others.values()])
+        }
+        self.stubs = {namespace: StubTreq(fake) for namespace, fake in self.fakes.items()}
+        self.stubs[self.settings.served()[0].namespace] = self.stub
         self.store = FilesystemStore(self.cache_dir, self.run)
         self.store.prepare()
-        self.mirror: RegistryCache = build_mirror(self.settings, self.stub, self.clock, self.run)  # type: ignore[arg-type]
+        self.build()
+
+    def build(self) -> None:
+        """(Re)build the mirror from `settings`, over the same fakes."""
+        self.mirrors = build_caches(
+            self.settings, lambda registry: (self.stubs[registry.namespace], None), self.clock, self.run  # type: ignore[arg-type, return-value]
+        )
+        default = self.settings.default_registry()
+        self.router = Router(self.mirrors, default.namespace if default else None, dict(self.settings.hosts))
+        self.mirror: RegistryCache = self.mirrors[0]
         Deferred.fromCoroutine(self.mirror.store.measure())
-        self.site = MirrorSite(RegistryRoot(Router([self.mirror])), reactor=self.clock)
+        self.site = MirrorSite(RegistryRoot(self.router), reactor=self.clock)
 
     def connect(self, window: int | None = None) -> Client:
         protocol = self.site.buildProtocol(None)
@@ -241,13 +266,17 @@ class Harness:
 
     def pump(self, rounds: int = 10_000) -> None:
         """Move bytes until upstream has nothing more to send."""
-        self.stub.flush()
+        self._flush()
         for _ in range(rounds):
-            moved = self.registry.tick()
-            self.stub.flush()
-            if not moved:
+            moved = [fake.tick() for fake in self.fakes.values()]
+            self._flush()
+            if not any(moved):
                 break
-        self.stub.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        for stub in self.stubs.values():
+            stub.flush()
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
         client = self.send(method, path, headers)

@@ -78,7 +78,7 @@ def test_a_client_gone_after_the_last_byte_is_logged_and_counted(harness, access
 
     [event] = access_log
     assert (event["status"], event["bytes"], event["finished"]) == (200, len(data) - 1, False)
-    assert harness.site.responses[("blob", 200)] == 1
+    assert harness.site.responses[("blob", 200, "registry.fake")] == 1
 
 
 def test_an_aborted_response_is_logged_once(harness, access_log):
@@ -110,7 +110,7 @@ def test_six_separate_blob_gets_are_six_events_and_six_counts(harness, access_lo
 
     assert [e["status"] for e in access_log] == [200] * 6
     assert all(e["finished"] for e in access_log)
-    assert harness.site.responses[("blob", 200)] == 6
+    assert harness.site.responses[("blob", 200, "registry.fake")] == 6
 
 
 def test_a_client_gone_before_its_headers_were_read_is_not_a_response(harness, access_log):
@@ -130,4 +130,4 @@ def test_a_refused_request_body_is_logged_as_a_413(harness, access_log):
 
     [event] = access_log
     assert (event["method"], event["status"], event["kind"]) == ("PUT", 413, "invalid")
-    assert harness.site.responses[("invalid", 413)] == 1
+    assert harness.site.responses[("invalid", 413, "")] == 1

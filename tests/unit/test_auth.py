@@ -17,10 +17,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from mirrorproxy.api.resource import RegistryRoot
-from mirrorproxy.api.routing import Router
-from mirrorproxy.server.channel import MirrorSite
-from mirrorproxy.server.service import build_mirror
 from mirrorproxy.upstream.auth import (
     Authenticator,
     AuthError,
@@ -30,7 +26,7 @@ from mirrorproxy.upstream.auth import (
 from mirrorproxy.upstream.settings import Credentials
 
 from ..fakeregistry import AUTH_HOST, CDN_HOST, REGISTRY_HOST, FakeRegistry
-from .harness import Harness, run_inline
+from .harness import Harness
 
 # -- WWW-Authenticate parsing -----------------------------------------------------
 
@@ -360,8 +356,7 @@ def test_bearer_challenge_in_a_second_header_line_is_answered(tmp_path):
 def with_credentials(harness: Harness, credentials: Credentials | None) -> Harness:
     """The harness's mirror rebuilt with upstream credentials (Harness has no field for them)."""
     harness.settings = attrs.evolve(harness.settings, credentials=credentials)
-    harness.mirror = build_mirror(harness.settings, harness.stub, harness.clock, run_inline)  # type: ignore[arg-type]
-    harness.site = MirrorSite(RegistryRoot(Router([harness.mirror])), reactor=harness.clock)
+    harness.build()
     return harness
 
 

@@ -107,7 +107,7 @@ def test_evictions_are_counted_in_the_metrics(tmp_path):
     for _ in range(3):
         harness.get(f"/v2/library/a/blobs/{harness.registry.add_blob(os.urandom(200 * KiB))}")
 
-    _, registry = metrics_root(harness.mirror, harness.site, harness.clock)
+    _, registry = metrics_root(harness.mirrors, harness.site, harness.clock)
     text = generate_latest(registry).decode()
     assert f"mirrorproxy_evictions_total {float(harness.mirror.blobs.evictor.evicted)}" in text
     assert harness.mirror.blobs.evictor.evicted >= 2

@@ -16,7 +16,7 @@ from .harness import parse_response
 
 
 def scrape(harness) -> dict[tuple[str, tuple], float]:
-    _, registry = metrics_root(harness.mirror, harness.site, harness.clock)
+    _, registry = metrics_root(harness.mirrors, harness.site, harness.clock)
     text = generate_latest(registry).decode()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -44,14 +44,14 @@ def test_a_scrape_counts_requests_outcomes_bytes_and_upstream_calls(harness):
 
     samples = scrape(harness)
 
-    assert samples[("mirrorproxy_requests_total", (("kind", "blob"), ("status", "200")))] == 2
-    assert samples[("mirrorproxy_requests_total", (("kind", "blob"), ("status", "404")))] == 1
-    assert samples[("mirrorproxy_cache_requests_total", (("kind", "blob"), ("outcome", "HIT")))] == 1
-    assert samples[("mirrorproxy_cache_requests_total", (("kind", "blob"), ("outcome", "MISS")))] == 1
-    assert samples[("mirrorproxy_served_bytes_total", (("source", "cache"),))] == len(data)
-    assert samples[("mirrorproxy_served_bytes_total", (("source", "upstream"),))] == len(data)
-    assert samples[("mirrorproxy_upstream_requests_total", (("kind", "blob"), ("method", "GET"), ("status", "200")))] == 1
-    assert samples[("mirrorproxy_fills_in_flight", ())] == 0
+    assert samples[("mirrorproxy_requests_total", (("kind", "blob"), ("registry", "registry.fake"), ("status", "200")))] == 2
+    assert samples[("mirrorproxy_requests_total", (("kind", "blob"), ("registry", "registry.fake"), ("status", "404")))] == 1
+    assert samples[("mirrorproxy_cache_requests_total", (("kind", "blob"), ("outcome", "HIT"), ("registry", "registry.fake")))] == 1
+    assert samples[("mirrorproxy_cache_requests_total", (("kind", "blob"), ("outcome", "MISS"), ("registry", "registry.fake")))] == 1
+    assert samples[("mirrorproxy_served_bytes_total", (("registry", "registry.fake"), ("source", "cache")))] == len(data)
+    assert samples[("mirrorproxy_served_bytes_total", (("registry", "registry.fake"), ("source", "upstream")))] == len(data)
+    assert samples[("mirrorproxy_upstream_requests_total", (("kind", "blob"), ("method", "GET"), ("registry", "registry.fake"), ("status", "200")))] == 1
+    assert samples[("mirrorproxy_fills_in_flight", (("registry", "registry.fake"),))] == 0
 
 
 def test_a_digest_mismatch_is_counted(harness):
@@ -60,7 +60,7 @@ def test_a_digest_mismatch_is_counted(harness):
     harness.registry.wrong_bytes[digest] = b"y" * 1000
     harness.get(f"/v2/library/alpine/blobs/{digest}")
 
-    assert scrape(harness)[("mirrorproxy_fill_failures_total", (("reason", "digest"),))] == 1
+    assert scrape(harness)[("mirrorproxy_fill_failures_total", (("reason", "digest"), ("registry", "registry.fake")))] == 1
 
 
 def test_docker_hubs_ratelimit_remaining_becomes_a_gauge(harness):
@@ -74,7 +74,7 @@ def test_docker_hubs_ratelimit_remaining_becomes_a_gauge(harness):
     digest = harness.registry.add_blob(b"x" * 100)
     harness.head(f"/v2/library/alpine/blobs/{digest}")
 
-    assert scrape(harness)[("mirrorproxy_upstream_ratelimit_remaining", ())] == 97
+    assert scrape(harness)[("mirrorproxy_upstream_ratelimit_remaining", (("registry", "registry.fake"),))] == 97
 
 
 def probing(harness) -> UpstreamProbe:
@@ -85,7 +85,7 @@ def probing(harness) -> UpstreamProbe:
 
 
 def test_healthz_and_readyz(harness):
-    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
     probing(harness)
 
     assert get(root, "/healthz").status == 200
@@ -95,7 +95,7 @@ def test_healthz_and_readyz(harness):
 
 
 def test_readyz_is_not_ready_before_upstream_has_answered(harness):
-    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
 
     ready = get(root, "/readyz")
 
@@ -104,7 +104,7 @@ def test_readyz_is_not_ready_before_upstream_has_answered(harness):
 
 def test_a_mirror_started_with_upstream_down_is_not_ready_until_it_answers(harness):
     harness.registry.status_override = lambda seen: 503
-    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
     probing(harness)
 
     ready = get(root, "/readyz")
@@ -119,7 +119,7 @@ def test_a_mirror_started_with_upstream_down_is_not_ready_until_it_answers(harne
 
 
 def test_readyz_fails_while_upstream_is_failing(harness):
-    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
     probing(harness)
     harness.clock.advance(1)
     harness.registry.status_override = lambda seen: 502
@@ -130,7 +130,7 @@ def test_readyz_fails_while_upstream_is_failing(harness):
 
 
 def test_readyz_fails_once_upstream_has_been_silent_for_long(harness):
-    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
     probe = probing(harness)
     probe.stop()  # as if every probe since hung
 
@@ -144,7 +144,7 @@ def test_a_full_disk_makes_the_mirror_unready_and_is_counted(tmp_path):
     from .harness import Harness, disk_fills_after
 
     harness = Harness(str(tmp_path / "cache"), run=disk_fills_after(0))
-    root, registry = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, registry = metrics_root(harness.mirrors, harness.site, harness.clock)
     probing(harness)
     data = os.urandom(100_000)
     digest = harness.registry.add_blob(data)
@@ -153,7 +153,7 @@ def test_a_full_disk_makes_the_mirror_unready_and_is_counted(tmp_path):
 
     ready = get(root, "/readyz")
     assert (ready.status, ready.body) == (503, b"cache writes failing: No space left on device\n")
-    assert scrape(harness)[("mirrorproxy_fill_failures_total", (("reason", "disk"),))] == 1
+    assert scrape(harness)[("mirrorproxy_fill_failures_total", (("reason", "disk"), ("registry", "registry.fake")))] == 1
 
 
 def test_connection_counts_are_scraped(harness):
@@ -172,7 +172,7 @@ def test_connection_counts_are_scraped(harness):
     assert site.buildProtocol(IPv4Address("TCP", "10.0.0.2", 1)) is None
     assert site.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1)) is None
 
-    _, registry = metrics_root(harness.mirror, site, harness.clock)
+    _, registry = metrics_root(harness.mirrors, site, harness.clock)
     samples = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
@@ -188,7 +188,7 @@ def test_the_metrics_listener_logs_its_requests_as_the_registry_listener_does(ha
 
     from mirrorproxy.server.metrics import metrics_site
 
-    root, _ = metrics_root(harness.mirror, harness.site, harness.clock)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
     site = metrics_site(root, harness.clock)
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
