@@ -216,7 +216,7 @@ class Harness:
     def __attrs_post_init__(self) -> None:
         self.stub = StubTreq(self.registry)
         self.settings = Settings(
-            upstream=UpstreamRegistry.from_url(self.upstream_url),
+            upstream=UpstreamRegistry.from_entry(self.upstream_url),
             cache_dir=self.cache_dir,
             tag_ttl=self.tag_ttl,
             timeouts=self.timeouts,
@@ -259,8 +259,8 @@ class Harness:
 
     def send(self, method: str, path: str, headers: dict[str, str] | None = None) -> Client:
         client = self.connect()
-        lines = [f"{method} {path} HTTP/1.1", "Host: mirror.test"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        headers = {"Host": "mirror.test", **{k.title(): v for k, v in (headers or {}).items()}}
+        lines = [f"{method} {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
         client.protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         return client
 
