@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -177,3 +178,111 @@ def test_a_bad_config_file_is_a_usage_error_naming_the_key(tmp_path):
     path = write(tmp_path, "colour = 'blue'\n")
     with pytest.raises(usage.UsageError, match="unknown setting 'colour'"):
         Options().parseOptions(["--config", path])
+
+
+# -- several registries ---------------------------------------------------------------
+
+
+REGISTRIES = """
+upstream = ["docker.io=https://artifactory.example/api/docker/hub-remote/"]
+tag-ttl = 60
+upstream-proxy = "http://proxy.example:3128"
+host = ["ghcr.mirror.example=ghcr.io"]
+
+[registries."ghcr.io"]
+url = "https://ghcr.io"
+tag-ttl = 600
+
+[registries."ghcr.io".credentials]
+username = "bot"
+password = "ghp-secret"
+
+[registries."registry.k8s.io"]
+url = "https://registry.k8s.io"
+upstream-proxy = "http://other-proxy.example:3128"
+"""
+
+
+def test_registries_come_from_upstream_entries_and_tables(tmp_path):
+    settings = settings_from(read_config(write(tmp_path, REGISTRIES)), {})
+
+    hub, ghcr, k8s = settings.served()
+    assert (hub.namespace, hub.upstream.url) == ("docker.io", "https://artifactory.example/api/docker/hub-remote")
+    assert (ghcr.namespace, ghcr.upstream.url, ghcr.tag_ttl) == ("ghcr.io", "https://ghcr.io", 600)
+    assert (ghcr.credentials.username, ghcr.credentials.password) == ("bot", "ghp-secret")
+    assert (k8s.tag_ttl, k8s.upstream_proxy) == (60, "http://other-proxy.example:3128")
+    assert (hub.tag_ttl, hub.upstream_proxy, hub.credentials) == (60, "http://proxy.example:3128", None)
+    assert settings.default_registry() == hub
+    assert settings.hosts == (("ghcr.mirror.example", "ghcr.io"),)
+    assert "ghp-secret" not in repr(settings)
+
+
+def test_a_file_with_registry_credentials_must_not_be_world_readable(tmp_path):
+    with pytest.raises(ConfigError, match="readable by everyone"):
+        read_config(write(tmp_path, REGISTRIES, mode=0o644))
+
+
+def test_environment_credentials_go_to_the_default_registry(tmp_path):
+    environ = {"MIRRORPROXY_UPSTREAM_USERNAME": "hub-user", "MIRRORPROXY_UPSTREAM_PASSWORD": "pw"}
+    settings = settings_from(read_config(write(tmp_path, REGISTRIES)), environ)
+
+    hub, ghcr, _ = settings.served()
+    assert (hub.credentials.username, ghcr.credentials.username) == ("hub-user", "bot")
+
+
+def test_repeated_upstream_options_name_the_registries():
+    from mirrorproxy.server.tap import Options
+
+    options = Options()
+    options.parseOptions(
+        ["--upstream", "ghcr.io=https://ghcr.io", "--upstream", "http://127.0.0.1:5001", "--host", "x.example=ghcr.io"]
+    )
+
+    served = options["settings"].served()
+    assert [r.namespace for r in served] == ["ghcr.io", "127.0.0.1:5001"]
+    assert options["settings"].default_registry() is None  # several, none docker.io
+    assert options["settings"].hosts == (("x.example", "ghcr.io"),)
+
+
+def test_one_bare_upstream_is_as_before():
+    from mirrorproxy.server.tap import Options
+
+    options = Options()
+    options.parseOptions(["--upstream", "http://127.0.0.1:5001"])
+
+    (only,) = options["settings"].served()
+    assert (only.namespace, only.upstream.url) == ("127.0.0.1:5001", "http://127.0.0.1:5001")
+    assert options["settings"].default_registry() == only
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--upstream", "ghcr.io=https://ghcr.io", "--upstream", "ghcr.io=https://other"], "given twice"),
+        (["--upstream", "not a host=https://ghcr.io"], "is not a registry name"),
+        (["--upstream", "ghcr.io=ftp://ghcr.io"], "http:// or https://"),
+        (["--host", "x.example=quay.io"], "quay.io is not one the mirror serves"),
+        (["--host", "x.example"], "not NAME=REGISTRY"),
+    ],
+)
+def test_bad_registries_are_usage_errors(argv, message):
+    from twisted.python import usage
+
+    from mirrorproxy.server.tap import Options
+
+    with pytest.raises(usage.UsageError, match=message):
+        Options().parseOptions(argv)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[registries."ghcr.io"]\nurll = "https://ghcr.io"\n', "unknown setting registries.'ghcr.io'.urll"),
+        ('[registries."ghcr.io"]\ntag-ttl = 5\n', "needs a url"),
+        ('[registries."-bad-"]\nurl = "https://x"\n', "is not a registry name"),
+        ('[registries."ghcr.io"]\nurl = "https://ghcr.io"\n[registries."ghcr.io".credentials]\nusername = "a"\n', "needs both username and password"),
+    ],
+)
+def test_bad_registry_tables_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from(read_config(write(tmp_path, text)), {})

@@ -204,3 +204,58 @@ def test_the_metrics_listener_logs_its_requests_as_the_registry_listener_does(ha
     assert (event["method"], event["path"], event["status"], event["kind"]) == ("GET", "/healthz", 200, "healthz")
     assert not harness.site.responses, "not counted as registry requests"
     assert not [e for e in events if "log_format" not in e and "message" in e], "no combined-log line"
+
+
+# -- several registries --------------------------------------------------------------
+
+
+def two_registries(tmp_path):
+    from ..fakeregistry import FakeRegistry
+    from .harness import Harness
+
+    return Harness(
+        str(tmp_path / "cache"),
+        upstream_url="https://registry-1.docker.io",
+        others={"ghcr.io=http://ghcr.fake": FakeRegistry()},
+    )
+
+
+def test_metrics_carry_the_registry(tmp_path):
+    harness = two_registries(tmp_path)
+    harness.registry.add_image("owner/app", "1", [b"hub"])
+    harness.fakes["ghcr.io"].add_image("owner/app", "1", [b"ghcr"])
+    harness.get("/v2/owner/app/manifests/1")
+    harness.get("/v2/ghcr.io/owner/app/manifests/1")
+    harness.get("/v2/ghcr.io/owner/app/manifests/1")
+
+    samples = scrape(harness)
+
+    def upstream_gets(registry: str) -> float:
+        key = (("kind", "manifest"), ("method", "GET"), ("registry", registry), ("status", "200"))
+        return samples[("mirrorproxy_upstream_requests_total", key)]
+
+    assert (upstream_gets("docker.io"), upstream_gets("ghcr.io")) == (1, 1)
+    hits = (("kind", "manifest"), ("outcome", "HIT"), ("registry", "ghcr.io"))
+    assert samples[("mirrorproxy_cache_requests_total", hits)] == 1
+    requests = (("kind", "manifest"), ("registry", "ghcr.io"), ("status", "200"))
+    assert samples[("mirrorproxy_requests_total", requests)] == 2
+
+
+def test_one_upstream_down_of_two_is_reported_but_ready(tmp_path):
+    harness = two_registries(tmp_path)
+    root, _ = metrics_root(harness.mirrors, harness.site, harness.clock)
+    harness.fakes["ghcr.io"].status_override = lambda seen: 503
+    for mirror in harness.mirrors:
+        UpstreamProbe(mirror.upstream, harness.clock).start()
+    harness.pump()
+
+    ready = get(root, "/readyz")
+    assert ready.status == 200
+    assert ready.body.startswith(b"ready\nghcr.io: upstream unreachable: upstream answered 503")
+
+    harness.registry.status_override = lambda seen: 503
+    harness.clock.advance(PROBE_INTERVAL)
+    harness.pump()
+    both = get(root, "/readyz")
+    assert both.status == 503
+    assert both.body.count(b"upstream unreachable") == 2
