@@ -110,7 +110,10 @@ def ls_command(cache: CacheChoice, repository: str | None, as_json: bool) -> Non
     totals count content shared between tags once.
     """
     if repository is not None:
-        repository = _parse(repository, "repository", default_tag=None, allow_digest=False).repository
+        name = _parse(repository, "repository", default_tag=None, allow_digest=False)
+        repository = name.repository
+        if name.registry is not None:
+            cache = cache.only(name.registry)
     listing = list_cache(cache.scan(), repository)
     output = display.Output()
     if as_json:
@@ -177,6 +180,8 @@ def purge_command(
     """
     name = _parse(target, "REPOSITORY[:TAG]", default_tag=None, allow_digest=False)
     tag = name.reference if isinstance(name.reference, str) else None
+    if name.registry is not None:
+        cache = cache.only(name.registry)
     inventory = cache.scan()
     output = display.Output()
     try:

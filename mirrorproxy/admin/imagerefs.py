@@ -18,6 +18,7 @@ from ..registry.names import (
     parse_name,
     parse_tag,
 )
+from ..upstream.settings import looks_like_registry, parse_namespace
 
 DEFAULT_TAG = "latest"
 # Docker Hub's own names; to its clients, a mirror is Docker Hub.
@@ -33,20 +34,31 @@ class ImageName:
     repository: str
     # A tag, a digest, or None: every tag (only where the caller allows it).
     reference: str | Digest | None
+    # The registry named before the repository (ghcr.io/...); None: the
+    # mirror's default, Docker Hub's names included.
+    registry: str | None = None
+
+    @property
+    def path_name(self) -> str:
+        """The repository as the mirror's API paths name it: the registry
+        first when there is one (``/v2/ghcr.io/owner/app/...``)."""
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
 
     def __str__(self) -> str:
         if isinstance(self.reference, Digest):
-            return f"{self.repository}@{self.reference}"
+            return f"{self.path_name}@{self.reference}"
         if self.reference is None:
-            return self.repository
-        return f"{self.repository}:{self.reference}"
+            return self.path_name
+        return f"{self.path_name}:{self.reference}"
 
 
 def parse_image(text: str, default_tag: str | None = DEFAULT_TAG, allow_digest: bool = True) -> ImageName:
-    """Parse ``[docker.io/]NAME[:TAG][@DIGEST]``; no tag means `default_tag`.
+    """Parse ``[REGISTRY/]NAME[:TAG][@DIGEST]``; no tag means `default_tag`.
 
-    A one-component name stays as typed: the mirror applies its upstream's
-    rule (Docker Hub's ``library/``), as it does for every client.
+    Docker Hub's own names for itself are dropped (the mirror's default is
+    Docker Hub to its clients); another registry is kept.  A one-component
+    name stays as typed: the mirror applies its registry's rule (Docker
+    Hub's ``library/``), as it does for every client.
     """
     rest = text.strip()
     for prefix in _DOCKER_HUB_PREFIXES:
@@ -57,19 +69,21 @@ def parse_image(text: str, default_tag: str | None = DEFAULT_TAG, allow_digest: 
     tag: str | None = None
     if ":" in name[name.rfind("/") + 1 :]:
         name, _, tag = name.rpartition(":")
-    first = name.split("/", 1)[0]
+    first, _, rest_of_name = name.partition("/")
+    registry = None
     # Docker's rule for telling a registry host from a name component.
-    if "/" in name and ("." in first or ":" in first or first == "localhost"):
-        raise BadImageName(
-            f"{text!r} names the registry {first!r}; the admin command works on "
-            "the registry the mirror mirrors: leave the host out"
-        )
+    if rest_of_name and looks_like_registry(first):
+        try:
+            registry = parse_namespace(first)
+        except ValueError:
+            raise BadImageName(f"{text!r}: {first!r} is not a registry name") from None
+        name = rest_of_name
     if at and not allow_digest:
         raise BadImageName(f"{text!r}: a digest is not allowed here, only NAME[:TAG]")
     try:
         repository = parse_name(name)
         if at:
-            return ImageName(repository, Digest.parse(digest_text))
-        return ImageName(repository, parse_tag(tag) if tag is not None else default_tag)
+            return ImageName(repository, Digest.parse(digest_text), registry)
+        return ImageName(repository, parse_tag(tag) if tag is not None else default_tag, registry)
     except (NameInvalid, TagInvalid, DigestInvalid, DigestUnsupported) as e:
         raise BadImageName(f"{text!r}: {e}") from None

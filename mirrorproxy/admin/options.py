@@ -11,11 +11,13 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import click
 from attrs import frozen
 
 from ..registry.descriptors import Platform
 from ..server.config import DEFAULT_CACHE_DIR
+from ..upstream.settings import UpstreamRegistry
 from . import display
 from .contents import UnknownRepository
 from .gc import DEFAULT_GRACE, NothingToPurge
@@ -89,6 +91,13 @@ class CacheChoice:
     root: str
     registry: str | None
     service: ServiceConfig | None
+
+    def only(self, registry: str) -> CacheChoice:
+        """The same, restricted to a registry a name named (``ghcr.io/...``)."""
+        key = UpstreamRegistry.from_url("http://x", registry).cache_key
+        if self.registry is not None and self.registry != key:
+            raise click.UsageError(f"the name is for {registry}, --registry says {self.registry}")
+        return attrs.evolve(self, registry=key)
 
     def scan(self) -> Inventory:
         # Explicit --registry, else the service's registries, else all.

@@ -122,7 +122,7 @@ def resolve(
 ) -> ImagePlan:
     """Fetch the image's manifests; raise PullFailed if it cannot be pulled."""
     reference = image.reference if image.reference is not None else DEFAULT_TAG
-    top = client.manifest(image.repository, reference)
+    top = client.manifest(image.path_name, reference)
     walk = _Walk(client, image, tuple(platforms), warn)
     walk.manifest(top, 0)
     unique = tuple({b.digest: b for b in walk.blobs}.values())
@@ -154,7 +154,7 @@ class _Walk:
             for child in self._children(found.manifests):
                 if child.platform is not None:
                     self.chosen.append(child.platform)
-                self.manifest(self._client.manifest(self._image.repository, child.digest), depth + 1)
+                self.manifest(self._client.manifest(self._image.path_name, child.digest), depth + 1)
             return
         if depth == 0 and self._platforms:
             self._check_platform(found.blobs)
@@ -178,7 +178,7 @@ class _Walk:
         if config is None or not 0 <= config.size <= _MAX_CONFIG_SIZE:
             self._cannot_tell("no config to read it in")
             return
-        repository = self._image.repository
+        repository = self._image.path_name
         received = self._client.blob(repository, config.digest, config.size, keep=_MAX_CONFIG_SIZE)
         self.fetched[config.digest] = received
         platform = _config_platform(received.body)
@@ -232,7 +232,7 @@ def _pull_blobs(
     for plan in plans:
         for blob in plan.blobs:
             if blob.digest not in outcomes:
-                first.setdefault(blob.digest, (plan.image.repository, blob))
+                first.setdefault(blob.digest, (plan.image.path_name, blob))
     observer.started(sum(max(d.size, 0) for _, d in first.values()))
     waiting = {id(plan): {b.digest for b in plan.blobs if b.digest in first} for plan in plans}
     results = []

@@ -49,7 +49,7 @@ class ServiceConfig:
     def registries(self) -> tuple[UpstreamRegistry, ...]:
         """The upstream registries the service mirrors, each with the name of
         its directory in the cache (`cache_key`)."""
-        return (self.settings.upstream,)
+        return tuple(r.upstream for r in self.settings.served())
 
     def mirror_url(self) -> str:
         """Where the mirror answers clients: its first TCP or TLS listener."""

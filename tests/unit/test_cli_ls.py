@@ -171,3 +171,21 @@ def test_files_that_are_not_where_the_store_puts_them_are_ignored(cache: CacheBu
     stats = invoke_json("stats", "--cache-dir", cache.root, "--no-metrics")
 
     assert stats["registries"][0]["blobs"]["count"] == len(image.blobs)
+
+
+def test_ls_and_purge_take_a_registry_before_the_name(cache: CacheBuilder) -> None:
+    """`mirrorproxy ls ghcr.io/owner/app`: the registry's part of the cache,
+    whatever the other registries hold under the same name."""
+    hub = cache.image("owner/app", "1", os.urandom(10))
+    ghcr = CacheBuilder(cache.root, registry="ghcr.io")
+    theirs = ghcr.image("owner/app", "1", os.urandom(20))
+
+    listed = invoke("ls", "ghcr.io/owner/app", "--cache-dir", cache.root)
+    purged = invoke("purge", "ghcr.io/owner/app:1", "--cache-dir", cache.root)
+
+    assert listed.exit_code == 0, listed.output
+    (row,) = [line.split() for line in listed.stdout.splitlines() if "owner/app" in line and str(theirs.digest) in line]
+    assert str(hub.digest) not in listed.stdout
+    assert purged.exit_code == 0, purged.output
+    assert not os.path.exists(ghcr.tag_path("owner/app", "1"))
+    assert os.path.exists(cache.tag_path("owner/app", "1"))

@@ -35,6 +35,10 @@ DIGEST = "sha256:" + "ab" * 32
         (f"org/img@{DIGEST}", ImageName("org/img", Digest.parse(DIGEST))),
         (f"org/img:v1@{DIGEST}", ImageName("org/img", Digest.parse(DIGEST))),
         ("org/sub.team/img-name:1.0_rc", ImageName("org/sub.team/img-name", "1.0_rc")),
+        # Another registry the mirror serves stays: its API paths name it.
+        ("ghcr.io/org/img", ImageName("org/img", "latest", "ghcr.io")),
+        ("localhost:5000/img:2", ImageName("img", "2", "localhost:5000")),
+        ("GHCR.io/org/img", ImageName("org/img", "latest", "ghcr.io")),
     ],
 )
 def test_image_names_as_people_type_them(text: str, expected: ImageName) -> None:
@@ -48,8 +52,7 @@ def test_image_names_as_people_type_them(text: str, expected: ImageName) -> None
         ("alpine:", "invalid tag"),
         ("org/img@sha256:abc", "invalid sha256 digest"),
         ("org/img@sha512:" + "a" * 128, "not supported"),
-        ("ghcr.io/org/img", "names the registry 'ghcr.io'"),
-        ("localhost:5000/img", "names the registry 'localhost:5000'"),
+        ("-x.io/org/img", "is not a registry name"),
         ("", "invalid repository name"),
     ],
 )
@@ -324,3 +327,16 @@ def test_a_mirror_that_refuses_is_one_clear_line(mirror: StaticServer) -> None:
     assert result.output.strip() == (
         f"Error: {mirror.url}/v2/ answered 401 UNAUTHORIZED: authentication required"
     )
+
+
+def test_an_image_of_another_registry_is_pulled_through_its_path_prefix(mirror: StaticServer) -> None:
+    registry = Registry(mirror, name="ghcr.io/org/app")
+    _, blobs = registry.image(3000, tag="1")
+
+    result = invoke("prefetch", "ghcr.io/org/app:1", "--mirror", mirror.url)
+
+    assert result.exit_code == 0, result.output
+    asked = [p for p in mirror.paths() if p != "/v2/"]
+    assert asked and all(p.startswith("/v2/ghcr.io/org/app/") for p in asked)
+    assert blob_gets(mirror) == {b["digest"] for b in blobs}
+    assert "pulled ghcr.io/org/app:1" in result.stdout
