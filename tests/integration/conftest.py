@@ -234,11 +234,13 @@ def containerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Conta
 
 
 @pytest.fixture
-def podman(tmp_path: Path) -> Podman:
+def podman(tmp_path: Path) -> Iterator[Podman]:
     """podman with storage, configuration and registries.conf of its own."""
     require_root("podman")
     binary = require_tool("podman", "podman")
-    return Podman.prepare(binary, tmp_path / "podman")
+    client = Podman.prepare(binary, tmp_path / "podman")
+    yield client
+    client.remove()
 
 
 @pytest.fixture

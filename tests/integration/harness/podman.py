@@ -12,7 +12,9 @@ mirror, so writing it is part of what is tested.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from attrs import define
@@ -26,12 +28,15 @@ TIMEOUT = 180.0
 class Podman:
     binary: str
     home: Path
+    run_root: Path
 
     @classmethod
     def prepare(cls, binary: str, home: Path) -> Podman:
         home.mkdir(parents=True, exist_ok=True)
-        for directory in ("root", "run", "tmp", "net"):
+        for directory in ("root", "tmp", "net"):
             (home / directory).mkdir(exist_ok=True)
+        # podman refuses a run root path longer than 50 characters.
+        run_root = Path(tempfile.mkdtemp(prefix="mpp-", dir="/tmp"))
         (home / "policy.json").write_text(
             json.dumps({"default": [{"type": "insecureAcceptAnything"}]})
         )
@@ -41,10 +46,13 @@ class Podman:
             "[storage]\n"
             'driver = "vfs"\n'
             f'graphroot = "{home / "root"}"\n'
-            f'runroot = "{home / "run"}"\n'
+            f'runroot = "{run_root}"\n'
         )
         (home / "registries.conf").write_text("")
-        return cls(binary, home)
+        return cls(binary, home, run_root)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.run_root, ignore_errors=True)
 
     @property
     def registries_conf(self) -> Path:
@@ -64,7 +72,7 @@ class Podman:
         argv = [
             self.binary,
             "--root", str(self.home / "root"),
-            "--runroot", str(self.home / "run"),
+            "--runroot", str(self.run_root),
             "--storage-driver", "vfs",
             "--tmpdir", str(self.home / "tmp"),
             "--network-config-dir", str(self.home / "net"),
@@ -79,13 +87,14 @@ class Podman:
             raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr}{done.stdout}")
         return done
 
-    def pull(self, reference: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``podman pull`` as registries.conf says, plain HTTP allowed."""
+    def pull(self, reference: str, *options: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``podman pull OPTIONS REFERENCE`` as registries.conf says (which
+        mirror, whether plain HTTP is allowed)."""
         return self.run(
             "pull",
             "--quiet",
-            "--tls-verify=false",
             "--signature-policy", str(self.home / "policy.json"),
+            *options,
             reference,
             check=check,
         )
