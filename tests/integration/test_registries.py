@@ -196,6 +196,7 @@ def test_an_unserved_registry_is_name_unknown_and_reaches_no_upstream(
     other_upstream: UpstreamRegistry,
     start_mirror: MirrorFactory,
     containerd: Containerd,
+    start_dockerd: Callable[..., Dockerd],
     unique: Callable[[str], str],
 ) -> None:
     name = f"org/{unique('routes')}"
@@ -209,6 +210,8 @@ def test_an_unserved_registry_is_name_unknown_and_reaches_no_upstream(
     hosts = containerd.write_hosts("registry.k8s.io", mirror.url)
 
     pulled = containerd.pull(f"registry.k8s.io/{name}:v1", hosts, check=False)
+    # dockerd's requests name no registry, and this mirror has no default.
+    hub_pull = start_dockerd(mirrors=[mirror.url]).run("pull", f"{name}:v1", check=False)
     unserved = mirror.get(f"/v2/{name}/manifests/v1?ns=registry.k8s.io")
     unnamed = mirror.get(f"/v2/{name}/manifests/v1")
     # A registry with a port as the first path component: no image
@@ -221,6 +224,10 @@ def test_an_unserved_registry_is_name_unknown_and_reaches_no_upstream(
     # ctr got the mirror's 404, tried the next host (the dead end), failed.
     assert pulled.returncode != 0
     assert "response was http.StatusNotFound" in pulled.stderr, pulled.stderr
+    # dockerd got NAME_UNKNOWN, tried Docker Hub (the dead end), failed.
+    assert hub_pull.returncode != 0
+    assert f"HEAD /v2/{name}/manifests/v1 404" in mirror.process.log_path.read_text()
+    assert "registry-1.docker.io" in hub_pull.stderr, hub_pull.stderr
     assert unserved[0] == 404
     assert error_of(unserved[2]) == (
         "NAME_UNKNOWN",
