@@ -1,11 +1,13 @@
 """Fixtures for the integration tests: real processes on 127.0.0.1.
 
 Session scope for what is shared and slow to set up: the token issuer, the
-upstream registry, skopeo's private configuration. Function scope for the
-mirror (a fresh cache per test) and dockerd (it starts in well under a
-second, and its mirror is the test's own mirror). Each test names its
-repositories uniquely, so counts at the shared upstream never mix between
-tests.
+upstream registry (and a second one, another registry with a token service
+of its own, for tests of a mirror of several), skopeo's private
+configuration. Function scope for the mirror (a fresh cache per test),
+dockerd and containerd (they start in about a second, and their mirror is
+the test's own mirror), podman's private storage and the Hub-like front
+(its records are the test's). Each test names its repositories uniquely, so
+counts at the shared upstreams never mix between tests.
 
 When a test fails, the tails of the logs of the processes it used are added
 to its report.
@@ -20,8 +22,11 @@ from pathlib import Path
 import pytest
 
 from ..testca import ServerFiles
+from .harness.containerd import Containerd
 from .harness.dockerd import Dockerd
+from .harness.hubfront import BlobCdn, HubFront
 from .harness.mirror import Mirror, MirrorFactory
+from .harness.podman import Podman
 from .harness.processes import tail
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
@@ -80,6 +85,33 @@ def upstream(
     return upstream_registry
 
 
+# The second registry's token service: tokens for the first one's
+# (tokens.SERVICE) are refused there, and the other way round.
+OTHER_SERVICE = "other-registry.test"
+
+
+@pytest.fixture(scope="session")
+def other_registry(
+    issuer: TokenIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UpstreamRegistry]:
+    binary = require_tool("docker-registry", "docker-registry")
+    registry = UpstreamRegistry.start(
+        binary, issuer, tmp_path_factory.mktemp("other-upstream"), service=OTHER_SERVICE
+    )
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def other_upstream(
+    other_registry: UpstreamRegistry, request: pytest.FixtureRequest
+) -> UpstreamRegistry:
+    """A second registry, its own token service and content, its access log
+    shown if this test fails."""
+    show_log_on_failure(request, "other upstream access log", other_registry.access_log)
+    return other_registry
+
+
 @pytest.fixture(scope="session")
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
     binary = require_tool("skopeo", "skopeo")
@@ -90,6 +122,23 @@ def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
 def publisher(upstream: UpstreamRegistry, skopeo: Skopeo, tmp_path: Path) -> Publisher:
     """Pushes random images and blobs to the upstream."""
     return Publisher(upstream, skopeo, tmp_path / "publish")
+
+
+@pytest.fixture
+def other_publisher(other_upstream: UpstreamRegistry, skopeo: Skopeo, tmp_path: Path) -> Publisher:
+    """Pushes random images to the second registry."""
+    return Publisher(other_upstream, skopeo, tmp_path / "publish-other")
+
+
+@pytest.fixture
+def hub_front(upstream: UpstreamRegistry) -> Iterator[HubFront]:
+    """The upstream behind a Hub-like front: the API under a path prefix,
+    blob GETs redirected to a CDN that refuses credentials."""
+    cdn = BlobCdn(upstream).start()
+    front = HubFront(upstream, cdn).start()
+    yield front
+    front.stop()
+    cdn.stop()
 
 
 @pytest.fixture
@@ -170,6 +219,28 @@ def start_dockerd(
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture
+def containerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Containerd]:
+    """A private containerd; ``ctr`` pulls through hosts directories."""
+    require_root("containerd")
+    binary = require_tool("containerd", "containerd")
+    ctr = require_tool("ctr", "containerd")
+    show_log_on_failure(request, "containerd log", tmp_path / "containerd" / "containerd.log")
+    daemon = Containerd.start(binary, ctr, tmp_path / "containerd")
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[Podman]:
+    """podman with storage, configuration and registries.conf of its own."""
+    require_root("podman")
+    binary = require_tool("podman", "podman")
+    client = Podman.prepare(binary, tmp_path / "podman")
+    yield client
+    client.remove()
 
 
 @pytest.fixture

@@ -6,34 +6,22 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ..testca import ServerFiles, TestCA
-from .conftest import show_log_on_failure
 from .harness.containerd import Containerd
 from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import HOST, MiB
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
-from .harness.tools import require_root, require_tool
+from .harness.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
 ALICE = ("alice", "pass phrase")
-
-
-@pytest.fixture
-def containerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Containerd]:
-    require_root("containerd")
-    binary = require_tool("containerd", "containerd")
-    ctr = require_tool("ctr", "containerd")
-    show_log_on_failure(request, "containerd log", tmp_path / "containerd" / "containerd.log")
-    daemon = Containerd.start(binary, ctr, tmp_path / "containerd")
-    yield daemon
-    daemon.stop()
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from .harness.client import RegistryClient, parse_bearer_challenge, request
+from .conftest import OTHER_SERVICE
 from .harness.dockerd import DEAD_END_PROXY, Dockerd
-from .harness.oci import FOREIGN, HOST, MiB
+from .harness.hubfront import PREFIX, HubFront
+from .harness.oci import FOREIGN, HOST, OCI_MANIFEST, MiB
 from .harness.processes import free_port
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
@@ -82,6 +84,73 @@ def test_raw_blob_upload(
     # The 401 challenge, then the retry with a token: one fetch.
     assert upstream.count("GET", blob.path) == 2
     assert upstream.fetches(blob.path) == 1
+
+
+def test_each_registry_takes_only_tokens_for_its_own_service(
+    publisher: Publisher,
+    other_publisher: Publisher,
+    upstream: UpstreamRegistry,
+    other_upstream: UpstreamRegistry,
+    issuer: TokenIssuer,
+    unique: Callable[[str], str],
+) -> None:
+    """Two registries, one issuer: a token is for one registry's service, so
+    a client (the mirror) that sent one registry's token to the other would
+    be refused, as between ghcr.io and quay.io."""
+    name = f"org/{unique('two')}"
+    mine = publisher.image(name, "v1", {HOST: (4096,)})
+    theirs = other_publisher.image(name, "v1", {HOST: (4096,)})
+    path = f"/v2/{name}/manifests/v1"
+    scope = f"repository:{name}:pull"
+    token = RegistryClient(upstream.url).token({"realm": issuer.realm, "service": SERVICE}, scope)
+    headers = {"Accept": OCI_MANIFEST, "Authorization": f"Bearer {token}"}
+
+    accepted = request(f"{upstream.url}{path}", headers=headers)
+    refused = request(f"{other_upstream.url}{path}", headers=headers)
+    other = RegistryClient(other_upstream.url).request("GET", path, headers={"Accept": OCI_MANIFEST})
+
+    assert (upstream.service, other_upstream.service) == (SERVICE, OTHER_SERVICE)
+    assert (accepted.status, accepted.headers["docker-content-digest"]) == (200, mine.digest)
+    assert refused.status == 401
+    assert parse_bearer_challenge(refused.headers["www-authenticate"])["service"] == OTHER_SERVICE
+    assert (other.status, other.headers["docker-content-digest"]) == (200, theirs.digest)
+    assert mine.digest != theirs.digest
+
+
+def test_hub_front_serves_under_its_prefix_and_its_cdn_refuses_credentials(
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    hub_front: HubFront,
+    unique: Callable[[str], str],
+) -> None:
+    blob = publisher.blob(f"library/{unique('front')}", 1 * MiB + 5)
+    client = RegistryClient(hub_front.url)
+    scope = f"repository:{blob.name}:pull"
+
+    unprefixed = request(f"{hub_front.url}/v2/")
+    challenged = request(f"{hub_front.remote_url}/v2/")
+    redirected = client.request("GET", f"{PREFIX}{blob.path}", scope=scope)
+    location = redirected.headers["location"]
+    token = client.token(parse_bearer_challenge(challenged.headers["www-authenticate"]), scope)
+    with_token = request(location, headers={"Authorization": f"Bearer {token}"})
+    unsigned = request(location.partition("?")[0])
+    anonymous = request(location)
+
+    assert unprefixed.status == 404
+    assert challenged.status == 401
+    assert redirected.status == 307 and location.startswith(f"{hub_front.cdn.url}/blobs/")
+    assert with_token.status == 403 and unsigned.status == 403
+    assert (anonymous.status, anonymous.body) == (200, blob.data)
+    assert hub_front.cdn.fetches(blob.digest) == 1
+    # The 401, then the retry with a token answered with the redirect.
+    assert [(s.path, s.status) for s in hub_front.seen()] == [
+        ("/v2/", 404),
+        (f"{PREFIX}/v2/", 401),
+        (f"{PREFIX}{blob.path}", 401),
+        (f"{PREFIX}{blob.path}", 307),
+    ]
+    # The registry was asked whether the blob is there, never for its bytes.
+    assert upstream.fetches(blob.path) == 0
 
 
 def test_slow_link_paces_the_upstream(

@@ -1,5 +1,6 @@
 """The upstream: distribution's reference registry (``docker-registry serve``)
-behind token auth from our issuer, standing in for registry-1.docker.io.
+behind token auth from our issuer, standing in for registry-1.docker.io (or,
+with a ``service`` name of its own, for another registry: ghcr.io, quay.io).
 
 It owns the registry's config, its process, and the reading of its access
 log, which is how tests count what the mirror asked upstream for.
@@ -51,6 +52,8 @@ class UpstreamRegistry:
     process: Process
     port: int
     access_log: Path
+    # The token service name its challenges carry and its tokens must be for.
+    service: str = SERVICE
 
     @property
     def host(self) -> str:
@@ -75,11 +78,15 @@ class UpstreamRegistry:
         storage: Path | None = None,
         http: Mapping[str, object] | None = None,
         name: str = "docker-registry",
+        service: str = SERVICE,
     ) -> UpstreamRegistry:
         """Write a config, start the registry on port 0, wait until it listens.
 
         ``storage`` is another registry's storage root to serve instead of
-        its own; ``http`` adds to the config's ``http:`` (``tls:``, say).
+        its own; ``http`` adds to the config's ``http:`` (``tls:``, say);
+        ``service`` is the token service name it challenges with and accepts
+        tokens for only (a token for another registry's service is refused,
+        as between real registries).
         """
         directory.mkdir(parents=True, exist_ok=True)
         config = {
@@ -93,7 +100,7 @@ class UpstreamRegistry:
             "auth": {
                 "token": {
                     "realm": issuer.realm,
-                    "service": SERVICE,
+                    "service": service,
                     "issuer": ISSUER,
                     "rootcertbundle": str(issuer.write_root_bundle(directory / "issuer.pem")),
                 }
@@ -125,10 +132,18 @@ class UpstreamRegistry:
         except BaseException:
             process.stop()
             raise
-        return cls(directory, process, port[0], access_log)
+        return cls(directory, process, port[0], access_log, service)
 
     def stop(self) -> None:
         self.process.stop()
+
+    def blob_file(self, digest: str) -> Path:
+        """Where the registry's filesystem storage keeps a blob's bytes."""
+        algorithm, _, hex_digest = digest.partition(":")
+        return (
+            self.storage / "docker" / "registry" / "v2" / "blobs"
+            / algorithm / hex_digest[:2] / hex_digest / "data"
+        )
 
     def mark(self) -> LogMark:
         return LogMark(self.access_log.stat().st_size)
