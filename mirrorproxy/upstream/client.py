@@ -45,6 +45,7 @@ from .errors import (
     UpstreamUnavailable,
     error_for,
 )
+from .realms import realm_allowed
 from .redirects import CREDENTIAL_HEADERS, RedirectRefused, next_hop
 from .settings import Timeouts, UpstreamRegistry
 
@@ -79,6 +80,8 @@ class UpstreamClient:
     last_error: str | None = None
     # Docker Hub's `ratelimit-remaining` (e.g. "97;w=21600"), latest seen.
     ratelimit_remaining: int | None = None
+    # Token services refused the credentials (each is logged once).
+    _foreign_realms: set[str] = field(factory=set)
 
     def __attrs_post_init__(self) -> None:
         if self._redirect_policy is None:
@@ -234,7 +237,19 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"token service failed: {e}") from None
 
     async def token_fetch(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        """Fetch a token; the Authenticator's way out to the network."""
+        """Fetch a token; the Authenticator's way out to the network, and
+        where credentials are kept from a realm they do not belong to."""
+        if "Authorization" in headers and not realm_allowed(self.registry.url, url):
+            headers = {k: v for k, v in headers.items() if k != "Authorization"}
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+            if origin not in self._foreign_realms:
+                self._foreign_realms.add(origin)
+                log.warn(
+                    "{registry}'s token service {realm} is not on its domain: "
+                    "asking it for tokens without the configured credentials",
+                    registry=self.registry.namespace,
+                    realm=origin,
+                )
         response = await self._follow("GET", url, headers, "token")
         if response.code == 429:
             discard_body(response)
