@@ -179,10 +179,16 @@ class ManifestCache:
                     return served
         self._missing.check(repository, tag)
         if not want_body:
-            served = await self._head_upstream(repository, tag, accept, head)
+            if head is None:
+                head = await self._head(repository, tag, accept)
+            served = await self._served_by_head(repository, tag, accept, head)
             if served is not None:
                 return served
-        fetched = await self._fetch_by_tag(repository, tag, accept)
+        if head is not None and head.fetched is not None:
+            # Upstream was asked by GET (it does not do HEAD): that was the fetch.
+            fetched = _acceptable(head.fetched, repository, tag, accept)
+        else:
+            fetched = await self._fetch_by_tag(repository, tag, accept)
         if await self._read_manifest(fetched.digest) is None:
             await self._keep(fetched)
         await self._record(repository, tag, accept, fetched.digest, fetched.media_type, len(fetched.body))
@@ -216,7 +222,9 @@ class ManifestCache:
         """The cached answer if upstream still says so (or cannot say);
         otherwise what upstream's HEAD said, so nobody asks it twice."""
         try:
-            head = await self._head(repository, tag, accept)
+            # A 404 for a tag the cache holds is worth a GET from an upstream
+            # whose HEAD might lie about it.
+            head = await self._head(repository, tag, accept, confirm_absence=True)
         except (UpstreamUnavailable, UpstreamTimeout, UpstreamRateLimited) as e:
             served = await self._from_record(record, want_body, STALE)
             if served is None:
@@ -233,27 +241,30 @@ class ManifestCache:
         await self._record(repository, tag, accept, record.digest, record.media_type, record.size)
         return await self._from_record(record, want_body, REVALIDATED), head
 
-    async def _head(self, repository: str, tag: str, accept: list[str]) -> ManifestHead:
+    async def _head(
+        self, repository: str, tag: str, accept: list[str], confirm_absence: bool = False
+    ) -> ManifestHead:
         async def head() -> ManifestHead:
             try:
-                return await self._upstream.head_manifest(repository, tag, accept)
+                return await self._upstream.head_manifest(repository, tag, accept, confirm_absence)
             except UpstreamNotFound as e:
                 self._missing.remember(repository, tag, e)
                 raise
 
         found: ManifestHead = await self._fetches.run(
-            ("HEAD", repository, tag, tuple(accept)), lambda: Deferred.fromCoroutine(head())
+            ("HEAD", repository, tag, tuple(accept), confirm_absence), lambda: Deferred.fromCoroutine(head())
         )
         return found
 
-    async def _head_upstream(
-        self, repository: str, tag: str, accept: list[str], head: ManifestHead | None
+    async def _served_by_head(
+        self, repository: str, tag: str, accept: list[str], head: ManifestHead
     ) -> ServedManifest | None:
-        """Answer a HEAD miss with a HEAD upstream: it downloads nothing."""
-        if head is None:
-            head = await self._head(repository, tag, accept)
+        """Answer a HEAD miss with what upstream's HEAD said: it downloads
+        nothing (or, from an upstream without HEAD, what its GET brought)."""
         if head.digest is None or not head.media_type or head.size is None:
             return None
+        if head.fetched is not None and await self._read_manifest(head.digest) is None:
+            await self._keep(head.fetched)
         await self._record(repository, tag, accept, head.digest, head.media_type, head.size)
         return ServedManifest(head.digest, head.media_type, head.size, None, MISS)
 
@@ -264,12 +275,7 @@ class ManifestCache:
             except UpstreamNotFound as e:
                 self._missing.remember(repository, tag, e)
                 raise
-            if not accepts(accept, fetched.media_type):
-                raise ManifestNotAcceptable(
-                    f"upstream's manifest {repository}:{tag} is {fetched.media_type}, "
-                    "which the client does not accept"
-                )
-            return fetched
+            return _acceptable(fetched, repository, tag, accept)
 
         fetched: FetchedManifest = await self._fetches.run(
             ("GET", repository, tag, tuple(accept)), lambda: Deferred.fromCoroutine(fetch())
@@ -346,6 +352,15 @@ class ManifestCache:
                 digest=str(fetched.digest),
                 error=str(e),
             )
+
+
+def _acceptable(fetched: FetchedManifest, repository: str, tag: str, accept: list[str]) -> FetchedManifest:
+    if not accepts(accept, fetched.media_type):
+        raise ManifestNotAcceptable(
+            f"upstream's manifest {repository}:{tag} is {fetched.media_type}, "
+            "which the client does not accept"
+        )
+    return fetched
 
 
 def _served(digest: Digest, stored: StoredManifest, outcome: Outcome) -> ServedManifest:

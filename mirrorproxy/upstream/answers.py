@@ -9,17 +9,21 @@ from ..registry.names import Digest
 
 
 @frozen
-class ManifestHead:
-    digest: Digest | None
-    media_type: str | None
-    size: int | None
-
-
-@frozen
 class FetchedManifest:
     body: bytes = field(repr=False)
     media_type: str
     digest: Digest
+
+
+@frozen
+class ManifestHead:
+    digest: Digest | None
+    media_type: str | None
+    size: int | None
+    # The whole manifest, when upstream was asked by GET (it refuses HEADs).
+    fetched: FetchedManifest | None = None
+    # Upstream's OCI-Subject header: the digest of the manifest's subject.
+    subject: Digest | None = None
 
 
 @frozen
