@@ -43,6 +43,7 @@ from ..upstream.errors import (
 from .heldmanifests import HeldManifests
 from .negative import NotFoundCache
 from .outcomes import Outcome
+from .referrers import ReferrersCache, subject_of
 
 log = Logger()
 
@@ -62,6 +63,8 @@ class ServedManifest:
     size: int
     body: bytes | None = field(repr=False)
     outcome: Outcome
+    # The manifest's subject (OCI 1.1), for OCI-Subject.
+    subject: Digest | None = None
 
 
 @define(eq=False)
@@ -79,6 +82,12 @@ class ManifestCache:
     _stamp_read_at: float = float("-inf")
     # Digests being fetched in the background for tags resolved by HEAD.
     _completing: set[Digest] = field(factory=set)
+    # Which manifests name each manifest as their subject: a view of the
+    # registry's manifests, with the tags' freshness.
+    referrers: ReferrersCache = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.referrers = ReferrersCache(self._upstream, self._clock, self._tag_ttl, self._missing)
 
     async def get(
         self, repository: str, reference: str | Digest, accept: list[str], want_body: bool
@@ -192,7 +201,9 @@ class ManifestCache:
         if await self._read_manifest(fetched.digest) is None:
             await self._keep(fetched)
         await self._record(repository, tag, accept, fetched.digest, fetched.media_type, len(fetched.body))
-        return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
+        return ServedManifest(
+            fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS, subject_of(fetched.body)
+        )
 
     async def _read_tag(self, repository: str, tag: str, variant: str | None) -> TagRecord | None:
         key = (repository, tag, variant)
@@ -209,9 +220,12 @@ class ManifestCache:
     async def _from_record(
         self, record: TagRecord, want_body: bool, outcome: Outcome
     ) -> ServedManifest | None:
-        if not want_body:
-            return ServedManifest(record.digest, record.media_type, record.size, None, outcome)
         stored = await self._read_manifest(record.digest)
+        if not want_body:
+            # The manifest, where the cache has it (mostly in memory), only
+            # for its subject.
+            subject = subject_of(stored.body) if stored is not None else None
+            return ServedManifest(record.digest, record.media_type, record.size, None, outcome, subject)
         if stored is None:
             return None
         return _served(record.digest, stored, outcome)
@@ -263,10 +277,13 @@ class ManifestCache:
         nothing (or, from an upstream without HEAD, what its GET brought)."""
         if head.digest is None or not head.media_type or head.size is None:
             return None
-        if head.fetched is not None and await self._read_manifest(head.digest) is None:
-            await self._keep(head.fetched)
+        subject = head.subject
+        if head.fetched is not None:
+            subject = subject_of(head.fetched.body)
+            if await self._read_manifest(head.digest) is None:
+                await self._keep(head.fetched)
         await self._record(repository, tag, accept, head.digest, head.media_type, head.size)
-        return ServedManifest(head.digest, head.media_type, head.size, None, MISS)
+        return ServedManifest(head.digest, head.media_type, head.size, None, MISS, subject)
 
     async def _fetch_by_tag(self, repository: str, tag: str, accept: list[str]) -> FetchedManifest:
         async def fetch() -> FetchedManifest:
@@ -364,4 +381,4 @@ def _acceptable(fetched: FetchedManifest, repository: str, tag: str, accept: lis
 
 
 def _served(digest: Digest, stored: StoredManifest, outcome: Outcome) -> ServedManifest:
-    return ServedManifest(digest, stored.media_type, len(stored.body), stored.body, outcome)
+    return ServedManifest(digest, stored.media_type, len(stored.body), stored.body, outcome, subject_of(stored.body))

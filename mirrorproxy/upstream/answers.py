@@ -32,6 +32,15 @@ class TagsPage:
     link: str | None
 
 
+@frozen
+class ReferrersPage:
+    """An image index of the manifests whose subject is a digest."""
+
+    body: bytes = field(repr=False)
+    # OCI-Filters-Applied: the filters upstream applied (e.g. artifactType).
+    filters_applied: str | None
+
+
 def header(response: IResponse, name: bytes) -> str | None:
     values = response.headers.getRawHeaders(name)
     return values[0].decode("latin-1") if values else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from attrs import define, field
 from treq.client import HTTPClient
@@ -23,12 +23,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from ..registry.documents import DocumentInvalid, check_tag_list
-from ..registry.mediatypes import upstream_accept
+from ..registry.mediatypes import OCI_INDEX, upstream_accept
 from ..registry.names import Digest
-from .answers import FetchedManifest, ManifestHead, TagsPage, content_length, header
+from .answers import FetchedManifest, ManifestHead, ReferrersPage, TagsPage, content_length, header
 from .auth import Authenticator, AuthError, pull_scope
 from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
-from .documents import manifest_head, verified_manifest
+from .documents import manifest_head, referrers_page, verified_manifest
 from .egress.addresses import AddressPolicy, InternalAddressRefused
 from .errors import (
     ERROR_BODY_LIMIT,
@@ -140,6 +140,15 @@ class UpstreamClient:
         )
         body = await self._read_small(response, MAX_MANIFEST_SIZE, "manifest")
         return verified_manifest(response, body, repository, reference)
+
+    async def get_referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> ReferrersPage:
+        """The image index of `subject`'s referrers (of one artifact type)."""
+        query = "?" + urlencode({"artifactType": artifact_type}) if artifact_type else ""
+        response = await self._send(
+            "GET", repository, f"referrers/{subject}{query}", "referrers", extra={"Accept": OCI_INDEX}
+        )
+        body = await self._read_small(response, MAX_MANIFEST_SIZE, "referrers index")
+        return referrers_page(response, body, repository, subject)
 
     async def head_blob(self, repository: str, digest: Digest) -> int | None:
         response = await self._send("HEAD", repository, f"blobs/{digest}", "blob")

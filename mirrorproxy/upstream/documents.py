@@ -1,4 +1,4 @@
-"""Upstream's manifest answers, checked and made values.
+"""Upstream's manifest and referrers answers, checked and made values.
 
 Nothing here touches the network: the client hands over a response (and the
 body it read), and gets back what the cache may keep, or UpstreamInvalid
@@ -13,12 +13,16 @@ from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 
 from ..registry.documents import MANIFEST_TYPES, DocumentInvalid, check_manifest
-from ..registry.mediatypes import accepts, manifest_media_type
+from ..registry.mediatypes import OCI_INDEX, accepts, manifest_media_type
 from ..registry.names import Digest
-from .answers import FetchedManifest, ManifestHead, content_length, header
+from .answers import FetchedManifest, ManifestHead, ReferrersPage, content_length, header
 from .errors import UpstreamInvalid
 
 log = Logger()
+
+# Filters a referrers answer may say it applied (the spec defines one).
+_KNOWN_FILTERS = frozenset({"artifactType"})
+
 
 def _digest_in(response: IResponse, name: bytes) -> Digest | None:
     text = header(response, name)
@@ -74,3 +78,19 @@ def verified_manifest(
     assert media_type is not None
     return FetchedManifest(body, media_type, digest)
 
+
+def referrers_page(response: IResponse, body: bytes, repository: str, subject: Digest) -> ReferrersPage:
+    """A referrers answer, once it is an OCI image index (whatever generic
+    Content-Type it came with), with the filters upstream says it applied."""
+    where = f"{repository}@{subject}"
+    media_type = manifest_media_type(header(response, b"content-type"), body)
+    try:
+        if media_type != OCI_INDEX:
+            raise DocumentInvalid(f"upstream sent {media_type or 'no media type'}, not an image index")
+        check_manifest(body, OCI_INDEX)
+    except DocumentInvalid as e:
+        log.error("upstream's referrers of {where} refused: {reason}", where=where, reason=str(e))
+        raise UpstreamInvalid(f"upstream's referrers of {where} refused: {e}") from None
+    applied = [f.strip() for f in (header(response, b"oci-filters-applied") or "").split(",")]
+    known = ",".join(f for f in applied if f in _KNOWN_FILTERS)
+    return ReferrersPage(body, known or None)
