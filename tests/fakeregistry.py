@@ -1,25 +1,32 @@
 """One fake upstream registry for every unit test, served through StubTreq.
 
 It answers the registry API (read side) for images the test puts in it, with
-Docker Hub's habits on demand: Bearer token challenges from a separate auth
-host, blob redirects to a CDN host, and misbehaviour (wrong bytes, a body
-cut short, a body held back until the test releases it).  It records every
-request, so tests can count what reached upstream.
+each registry's habits on demand: Bearer token challenges from an auth host
+on the registry's domain (Docker Hub) or from a path of the registry's own
+(nvcr.io's ``/proxy_auth``), blob redirects to a CDN host that may refuse
+credentials, manifests and blobs moved elsewhere (registry.k8s.io, with a
+relative ``Location`` too), manifests without HEAD, ``ratelimit-*`` headers,
+the OCI 1.1 referrers API; and misbehaviour (wrong bytes, a body cut short, a
+body held back until the test releases it).  It records every request, so
+tests can count what reached upstream.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from typing import Callable
-from urllib.parse import parse_qs
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
 
 from attrs import define, field
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 REGISTRY_HOST = "registry.fake"
-AUTH_HOST = "auth.fake"
+# On the registry's own domain, as auth.docker.io is for registry-1.docker.io:
+# the mirror sends its credentials to a token service only there.
+AUTH_HOST = "auth.registry.fake"
 CDN_HOST = "cdn.fake"
 UPSTREAM_URL = f"http://{REGISTRY_HOST}"
 
@@ -114,6 +121,29 @@ class FakeRegistry(Resource):
     narrow_tags: dict[tuple[str, str], str] = field(factory=dict)
     # Content-Length claimed for a blob instead of its true length, by digest.
     claimed_length: dict[str, int] = field(factory=dict)
+    # Where the token service is (its host and path are recognised on any
+    # host), and the service its challenges name: e.g. nvcr.io's realm on a
+    # path of the registry's own host, or a realm on a foreign host.
+    realm: str = f"http://{AUTH_HOST}/token"
+    service: str = REGISTRY_HOST
+    # The CDN (and wherever `moved_to` leads) answers 400 to a request that
+    # carries credentials, as S3 does to a second auth mechanism.
+    cdn_refuses_credentials: bool = False
+    # registry.k8s.io's habit: manifest and blob requests are answered with a
+    # 307 to this prefix + their path (absolute, or relative to the registry),
+    # where they are served without authentication.
+    moved_to: str | None = None
+    # Manifest HEADs get this status and no answer (405: no HEAD support).
+    manifest_head_status: int | None = None
+    # Manifest HEADs that answer 404 although a GET finds the manifest.
+    manifest_head_lies: bool = False
+    # Docker Hub's pull counter: `ratelimit-remaining` on manifest answers.
+    ratelimit_remaining: str | None = None
+    # The OCI 1.1 referrers API (otherwise a 404, as Docker Hub answers);
+    # `filters` is whether it applies artifactType filters.  Manifest answers
+    # then say their subject in OCI-Subject.
+    referrers_api: bool = False
+    filters: bool = True
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
@@ -149,6 +179,24 @@ class FakeRegistry(Resource):
         ).encode()
         return self.add_manifest(repository, tag, manifest, "application/vnd.oci.image.manifest.v1+json"), manifest
 
+    def add_referrer(self, repository: str, subject: str, artifact_type: str, payload: bytes = b"{}") -> str:
+        """An OCI artifact (a signature, an SBOM) whose subject is the
+        manifest `subject`, untagged as referrers are; its digest."""
+        config = self.add_blob(b"{}")
+        layer = self.add_blob(payload)
+        subject_body, subject_type = self.manifests[subject]
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": artifact_type,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+                "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": len(payload)}],
+                "subject": {"mediaType": subject_type, "digest": subject, "size": len(subject_body)},
+            }
+        ).encode()
+        return self.add_manifest(repository, None, manifest, "application/vnd.oci.image.manifest.v1+json")
+
     def count(self, method: str, path_part: str = "", host: str = REGISTRY_HOST) -> int:
         return sum(
             1 for s in self.seen if s.method == method and s.host == host and path_part in s.path
@@ -179,16 +227,42 @@ class FakeRegistry(Resource):
             for name, value in canned_headers.items():
                 request.setHeader(name.encode(), value.encode())
             return body
-        if host == AUTH_HOST:
+        realm = urlsplit(self.realm)
+        if host == AUTH_HOST or (host, path) == (realm.hostname, realm.path):
             return self._token(request)
-        if host == CDN_HOST or path.startswith("/data/"):
+        moved = self._moved_path(host, path)
+        if host == CDN_HOST or path.startswith("/data/") or moved is not None:
+            if self.cdn_refuses_credentials and "authorization" in headers:
+                return self._error(request, 400, "InvalidArgument", "Only one auth mechanism allowed")
+            if moved is not None:
+                return self._api(request, moved, headers)
             return self._blob(request, path.rsplit("/", 1)[-1])
         if not self._authorized(request, path):
             return b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+        if self.moved_to is not None and ("/manifests/" in path or "/blobs/" in path):
+            request.setResponseCode(307)
+            request.setHeader(b"Location", (self.moved_to + path).encode())
+            return b""
+        return self._api(request, path, headers)
+
+    def _moved_path(self, host: str, path: str) -> str | None:
+        """The API path a request to where `moved_to` leads is for, if it is one."""
+        if self.moved_to is None:
+            return None
+        target = urlsplit(self.moved_to)
+        if target.hostname not in (None, host) or not path.startswith(target.path + "/v2/"):
+            return None
+        return path[len(target.path) :]
+
+    def _api(self, request: Request, path: str, headers: dict[str, str]) -> bytes | int:
         if path == "/v2/":
             return b"{}"
         parts = path[len("/v2/") :].split("/")
         if len(parts) >= 3 and parts[-2] == "manifests":
+            if request.method == b"HEAD" and self.manifest_head_status is not None:
+                return self._error(request, self.manifest_head_status, "UNSUPPORTED", "no HEAD here")
+            if request.method == b"HEAD" and self.manifest_head_lies:
+                return self._error(request, 404, "MANIFEST_UNKNOWN", "manifest unknown")
             return self._manifest(request, "/".join(parts[:-2]), parts[-1], headers.get("accept", ""))
         if len(parts) >= 3 and parts[-2] == "blobs":
             digest = parts[-1]
@@ -199,6 +273,8 @@ class FakeRegistry(Resource):
             return self._blob(request, digest)
         if len(parts) >= 3 and parts[-2:] == ["tags", "list"]:
             return self._tag_list(request, "/".join(parts[:-2]))
+        if len(parts) >= 3 and parts[-2] == "referrers" and self.referrers_api:
+            return self._referrers(request, parts[-1])
         return self._error(request, 404, "UNSUPPORTED", "no route")
 
     def _tag_list(self, request: Request, repository: str) -> bytes:
@@ -237,8 +313,6 @@ class FakeRegistry(Resource):
         if given is not None and given.decode().removeprefix("Bearer ") in self.revoked_tokens:
             given = None
         if self.basic_auth is not None:
-            import base64
-
             expected = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
             if given is not None and given.decode() == expected:
                 return True
@@ -254,7 +328,7 @@ class FakeRegistry(Resource):
         scope = ""
         if len(parts) >= 3:
             scope = f',scope="repository:{"/".join(parts[:-2])}:pull"'
-        bearer = f'Bearer realm="http://{AUTH_HOST}/token",service="{REGISTRY_HOST}"{scope}'
+        bearer = f'Bearer realm="{self.realm}",service="{self.service}"{scope}'
         request.responseHeaders.setRawHeaders(
             b"www-authenticate", [c.encode() for c in self.extra_challenges] + [bearer.encode()]
         )
@@ -288,10 +362,38 @@ class FakeRegistry(Resource):
         if self.digest_header:
             request.setHeader(b"Docker-Content-Digest", digest.encode())
         request.setHeader(b"Content-Length", str(len(body)).encode())
+        if self.ratelimit_remaining is not None:
+            request.setHeader(b"ratelimit-limit", b"100;w=21600")
+            request.setHeader(b"ratelimit-remaining", self.ratelimit_remaining.encode())
+        subject = _subject(body)
+        if self.referrers_api and subject is not None:
+            request.setHeader(b"OCI-Subject", subject.encode())
         if self.hold_manifests:
             self.held_manifests.append((request, body))
             return NOT_DONE_YET
         return body
+
+    def _referrers(self, request: Request, digest: str) -> bytes:
+        """An image index of the manifests whose subject is `digest`, empty
+        if there are none (the spec's answer, never a 404)."""
+        wanted = request.args.get(b"artifactType", [b""])[0].decode()
+        descriptors = []
+        for referrer, (body, media_type) in sorted(self.manifests.items()):
+            document = json.loads(body)
+            if _subject(body) != digest:
+                continue
+            artifact_type = document.get("artifactType") or document.get("config", {}).get("mediaType")
+            if wanted and self.filters and artifact_type != wanted:
+                continue
+            descriptors.append(
+                {"mediaType": media_type, "digest": referrer, "size": len(body), "artifactType": artifact_type}
+            )
+        if wanted and self.filters:
+            request.setHeader(b"OCI-Filters-Applied", b"artifactType")
+        request.setHeader(b"Content-Type", b"application/vnd.oci.image.index.v1+json")
+        return json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descriptors}
+        ).encode()
 
     def _blob(self, request: Request, digest: str) -> bytes | int:
         if digest not in self.blobs:
@@ -344,3 +446,11 @@ class FakeRegistry(Resource):
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+
+
+def _subject(body: bytes) -> str | None:
+    try:
+        subject: Any = json.loads(body).get("subject")
+    except (ValueError, AttributeError):
+        return None
+    return subject.get("digest") if isinstance(subject, dict) else None

@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ..cache.blobs import OpenBlob
 from ..cache.follow import abort_connection
 from ..cache.registrycache import RegistryCache
-from ..registry.mediatypes import parse_accept
+from ..registry.mediatypes import OCI_INDEX, parse_accept
 from ..registry.names import Digest, is_tag, parse_name, parse_reference, parse_tag
 from .errors import NAME_INVALID, UNSUPPORTED, RegistryError, registry_error
 from .openresponses import OpenResponses
@@ -31,15 +31,18 @@ from .routing import Router
 log = Logger()
 
 API_VERSION = (b"Docker-Distribution-API-Version", b"registry/2.0")
-_ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<reference>[^/]+)")
+_ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<reference>[^/]+)")
+_KINDS = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}
 _TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
 MAX_TAGS_PAGE = 10000
 _PAGE_SIZE = re.compile(r"[0-9]{1,6}")
+# A media type (RFC 6838's restricted names), as artifactType takes.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
 
 @define
 class Route:
-    kind: str  # "base", "manifest", "blob" or "tags"
+    kind: str  # "base", "manifest", "blob", "referrers" or "tags"
     name: str = ""
     reference: str = ""
 
@@ -54,8 +57,7 @@ def route(path: bytes) -> Route:
         return Route("base")
     match = _ITEM.fullmatch(text)
     if match:
-        kind = "manifest" if match.group("kind") == "manifests" else "blob"
-        return Route(kind, match.group("name"), match.group("reference"))
+        return Route(_KINDS[match.group("kind")], match.group("name"), match.group("reference"))
     match = _TAGS.fullmatch(text)
     if match:
         return Route("tags", match.group("name"))
@@ -176,12 +178,14 @@ class V2Resource(Resource):
                 "manifest": self._manifest,
                 "blob": self._blob,
                 "tags": self._tags,
+                "referrers": self._referrers,
             }[kind]
             await serve(exchange, mirror, name, where.reference)
         except Exception as e:
             if exchange.gone:
                 return
-            error = registry_error(e, kind)
+            # A referrers answer's 404 is of its subject manifest's referrers.
+            error = registry_error(e, "manifest" if kind == "referrers" else kind)
             if error.status == 500:
                 log.failure("unexpected error serving {path}", path=request.path)
             elif error.status >= 500:
@@ -209,9 +213,31 @@ class V2Resource(Resource):
         request.setHeader(b"ETag", f'"{served.digest}"'.encode("ascii"))
         request.setHeader(b"Content-Length", str(served.size).encode("ascii"))
         request.setHeader(b"X-Cache", served.outcome.encode("ascii"))
+        if served.subject is not None:
+            request.setHeader(b"OCI-Subject", str(served.subject).encode("ascii"))
         if served.body is not None and request.method == b"GET":
             request.write(served.body)
             mirror.served_bytes["cache" if served.outcome.from_cache else "upstream"] += served.size
+        request.finish()
+
+    async def _referrers(self, exchange: _Exchange, mirror: RegistryCache, name: str, reference: str) -> None:
+        request = exchange.request
+        subject = Digest.parse(reference)
+        wanted = request.args.get(b"artifactType", [])
+        artifact_type = wanted[0].decode("latin-1") if wanted else None
+        if len(wanted) > 1 or (artifact_type is not None and not _MEDIA_TYPE.fullmatch(artifact_type)):
+            raise RegistryError(400, UNSUPPORTED, "artifactType must be one media type")
+        served = await mirror.manifests.referrers.get(name, subject, artifact_type)
+        if exchange.gone:
+            return
+        request.setHeader(b"Content-Type", OCI_INDEX.encode("ascii"))
+        request.setHeader(b"Content-Length", str(len(served.body)).encode("ascii"))
+        request.setHeader(b"X-Cache", served.outcome.encode("ascii"))
+        if served.filters_applied:
+            request.setHeader(b"OCI-Filters-Applied", served.filters_applied.encode("ascii"))
+        if request.method == b"GET":
+            request.write(served.body)
+            mirror.served_bytes["cache" if served.outcome.from_cache else "upstream"] += len(served.body)
         request.finish()
 
     async def _blob(self, exchange: _Exchange, mirror: RegistryCache, name: str, reference: str) -> None:

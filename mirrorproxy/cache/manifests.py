@@ -43,6 +43,7 @@ from ..upstream.errors import (
 from .heldmanifests import HeldManifests
 from .negative import NotFoundCache
 from .outcomes import Outcome
+from .referrers import ReferrersCache, subject_of
 
 log = Logger()
 
@@ -62,6 +63,8 @@ class ServedManifest:
     size: int
     body: bytes | None = field(repr=False)
     outcome: Outcome
+    # The manifest's subject (OCI 1.1), for OCI-Subject.
+    subject: Digest | None = None
 
 
 @define(eq=False)
@@ -79,6 +82,12 @@ class ManifestCache:
     _stamp_read_at: float = float("-inf")
     # Digests being fetched in the background for tags resolved by HEAD.
     _completing: set[Digest] = field(factory=set)
+    # Which manifests name each manifest as their subject: a view of the
+    # registry's manifests, with the tags' freshness.
+    referrers: ReferrersCache = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.referrers = ReferrersCache(self._upstream, self._clock, self._tag_ttl, self._missing)
 
     async def get(
         self, repository: str, reference: str | Digest, accept: list[str], want_body: bool
@@ -179,14 +188,22 @@ class ManifestCache:
                     return served
         self._missing.check(repository, tag)
         if not want_body:
-            served = await self._head_upstream(repository, tag, accept, head)
+            if head is None:
+                head = await self._head(repository, tag, accept)
+            served = await self._served_by_head(repository, tag, accept, head)
             if served is not None:
                 return served
-        fetched = await self._fetch_by_tag(repository, tag, accept)
+        if head is not None and head.fetched is not None:
+            # Upstream was asked by GET (it does not do HEAD): that was the fetch.
+            fetched = _acceptable(head.fetched, repository, tag, accept)
+        else:
+            fetched = await self._fetch_by_tag(repository, tag, accept)
         if await self._read_manifest(fetched.digest) is None:
             await self._keep(fetched)
         await self._record(repository, tag, accept, fetched.digest, fetched.media_type, len(fetched.body))
-        return ServedManifest(fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS)
+        return ServedManifest(
+            fetched.digest, fetched.media_type, len(fetched.body), fetched.body, MISS, subject_of(fetched.body)
+        )
 
     async def _read_tag(self, repository: str, tag: str, variant: str | None) -> TagRecord | None:
         key = (repository, tag, variant)
@@ -203,9 +220,12 @@ class ManifestCache:
     async def _from_record(
         self, record: TagRecord, want_body: bool, outcome: Outcome
     ) -> ServedManifest | None:
-        if not want_body:
-            return ServedManifest(record.digest, record.media_type, record.size, None, outcome)
         stored = await self._read_manifest(record.digest)
+        if not want_body:
+            # The manifest, where the cache has it (mostly in memory), only
+            # for its subject.
+            subject = subject_of(stored.body) if stored is not None else None
+            return ServedManifest(record.digest, record.media_type, record.size, None, outcome, subject)
         if stored is None:
             return None
         return _served(record.digest, stored, outcome)
@@ -216,7 +236,9 @@ class ManifestCache:
         """The cached answer if upstream still says so (or cannot say);
         otherwise what upstream's HEAD said, so nobody asks it twice."""
         try:
-            head = await self._head(repository, tag, accept)
+            # A 404 for a tag the cache holds is worth a GET from an upstream
+            # whose HEAD might lie about it.
+            head = await self._head(repository, tag, accept, confirm_absence=True)
         except (UpstreamUnavailable, UpstreamTimeout, UpstreamRateLimited) as e:
             served = await self._from_record(record, want_body, STALE)
             if served is None:
@@ -233,29 +255,35 @@ class ManifestCache:
         await self._record(repository, tag, accept, record.digest, record.media_type, record.size)
         return await self._from_record(record, want_body, REVALIDATED), head
 
-    async def _head(self, repository: str, tag: str, accept: list[str]) -> ManifestHead:
+    async def _head(
+        self, repository: str, tag: str, accept: list[str], confirm_absence: bool = False
+    ) -> ManifestHead:
         async def head() -> ManifestHead:
             try:
-                return await self._upstream.head_manifest(repository, tag, accept)
+                return await self._upstream.head_manifest(repository, tag, accept, confirm_absence)
             except UpstreamNotFound as e:
                 self._missing.remember(repository, tag, e)
                 raise
 
         found: ManifestHead = await self._fetches.run(
-            ("HEAD", repository, tag, tuple(accept)), lambda: Deferred.fromCoroutine(head())
+            ("HEAD", repository, tag, tuple(accept), confirm_absence), lambda: Deferred.fromCoroutine(head())
         )
         return found
 
-    async def _head_upstream(
-        self, repository: str, tag: str, accept: list[str], head: ManifestHead | None
+    async def _served_by_head(
+        self, repository: str, tag: str, accept: list[str], head: ManifestHead
     ) -> ServedManifest | None:
-        """Answer a HEAD miss with a HEAD upstream: it downloads nothing."""
-        if head is None:
-            head = await self._head(repository, tag, accept)
+        """Answer a HEAD miss with what upstream's HEAD said: it downloads
+        nothing (or, from an upstream without HEAD, what its GET brought)."""
         if head.digest is None or not head.media_type or head.size is None:
             return None
+        subject = head.subject
+        if head.fetched is not None:
+            subject = subject_of(head.fetched.body)
+            if await self._read_manifest(head.digest) is None:
+                await self._keep(head.fetched)
         await self._record(repository, tag, accept, head.digest, head.media_type, head.size)
-        return ServedManifest(head.digest, head.media_type, head.size, None, MISS)
+        return ServedManifest(head.digest, head.media_type, head.size, None, MISS, subject)
 
     async def _fetch_by_tag(self, repository: str, tag: str, accept: list[str]) -> FetchedManifest:
         async def fetch() -> FetchedManifest:
@@ -264,12 +292,7 @@ class ManifestCache:
             except UpstreamNotFound as e:
                 self._missing.remember(repository, tag, e)
                 raise
-            if not accepts(accept, fetched.media_type):
-                raise ManifestNotAcceptable(
-                    f"upstream's manifest {repository}:{tag} is {fetched.media_type}, "
-                    "which the client does not accept"
-                )
-            return fetched
+            return _acceptable(fetched, repository, tag, accept)
 
         fetched: FetchedManifest = await self._fetches.run(
             ("GET", repository, tag, tuple(accept)), lambda: Deferred.fromCoroutine(fetch())
@@ -348,5 +371,14 @@ class ManifestCache:
             )
 
 
+def _acceptable(fetched: FetchedManifest, repository: str, tag: str, accept: list[str]) -> FetchedManifest:
+    if not accepts(accept, fetched.media_type):
+        raise ManifestNotAcceptable(
+            f"upstream's manifest {repository}:{tag} is {fetched.media_type}, "
+            "which the client does not accept"
+        )
+    return fetched
+
+
 def _served(digest: Digest, stored: StoredManifest, outcome: Outcome) -> ServedManifest:
-    return ServedManifest(digest, stored.media_type, len(stored.body), stored.body, outcome)
+    return ServedManifest(digest, stored.media_type, len(stored.body), stored.body, outcome, subject_of(stored.body))

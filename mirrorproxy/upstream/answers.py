@@ -9,13 +9,6 @@ from ..registry.names import Digest
 
 
 @frozen
-class ManifestHead:
-    digest: Digest | None
-    media_type: str | None
-    size: int | None
-
-
-@frozen
 class FetchedManifest:
     body: bytes = field(repr=False)
     media_type: str
@@ -23,9 +16,29 @@ class FetchedManifest:
 
 
 @frozen
+class ManifestHead:
+    digest: Digest | None
+    media_type: str | None
+    size: int | None
+    # The whole manifest, when upstream was asked by GET (it refuses HEADs).
+    fetched: FetchedManifest | None = None
+    # Upstream's OCI-Subject header: the digest of the manifest's subject.
+    subject: Digest | None = None
+
+
+@frozen
 class TagsPage:
     body: bytes = field(repr=False)
     link: str | None
+
+
+@frozen
+class ReferrersPage:
+    """An image index of the manifests whose subject is a digest."""
+
+    body: bytes = field(repr=False)
+    # OCI-Filters-Applied: the filters upstream applied (e.g. artifactType).
+    filters_applied: str | None
 
 
 def header(response: IResponse, name: bytes) -> str | None:

@@ -9,9 +9,8 @@ back to the caller to stream.
 from __future__ import annotations
 
 import errno
-import hashlib
 from collections import Counter
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from attrs import define, field
 from treq.client import HTTPClient
@@ -23,28 +22,27 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from ..registry.documents import (
-    MANIFEST_TYPES,
-    DocumentInvalid,
-    check_manifest,
-    check_tag_list,
-)
-from ..registry.mediatypes import accepts, manifest_media_type, upstream_accept
+from ..registry.documents import DocumentInvalid, check_tag_list
+from ..registry.mediatypes import OCI_INDEX, upstream_accept
 from ..registry.names import Digest
-from .answers import FetchedManifest, ManifestHead, TagsPage, content_length, header
+from .answers import FetchedManifest, ManifestHead, ReferrersPage, TagsPage, content_length, header
 from .auth import Authenticator, AuthError, pull_scope
 from .bodies import BodySilent, BodyTooLarge, BodyTruncated, discard_body, read_body
+from .documents import manifest_head, referrers_page, verified_manifest
 from .egress.addresses import AddressPolicy, InternalAddressRefused
 from .errors import (
     ERROR_BODY_LIMIT,
+    HeadRefused,
     UpstreamDenied,
     UpstreamError,
     UpstreamInvalid,
+    UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
     error_for,
 )
+from .realms import realm_allowed
 from .redirects import CREDENTIAL_HEADERS, RedirectRefused, next_hop
 from .settings import Timeouts, UpstreamRegistry
 
@@ -54,6 +52,9 @@ MAX_REDIRECTS = 5
 # distribution refuses manifests over 4 MiB; so do we.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_SMALL_BODY = 1024 * 1024
+# How long an upstream that refused a manifest HEAD is asked by GET alone
+# before a HEAD is tried again (Docker Hub counts GETs, not HEADs).
+HEADS_REFUSED_FOR = 3600.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -79,6 +80,10 @@ class UpstreamClient:
     last_error: str | None = None
     # Docker Hub's `ratelimit-remaining` (e.g. "97;w=21600"), latest seen.
     ratelimit_remaining: int | None = None
+    # Token services refused the credentials (each is logged once).
+    _foreign_realms: set[str] = field(factory=set)
+    # Until when manifest HEADs are not sent: upstream refused one.
+    _heads_refused_until: float = float("-inf")
 
     def __attrs_post_init__(self) -> None:
         if self._redirect_policy is None:
@@ -91,24 +96,41 @@ class UpstreamClient:
     # -- the registry API ---------------------------------------------------
 
     async def head_manifest(
-        self, repository: str, reference: str, accept: list[str]
+        self, repository: str, reference: str, accept: list[str], confirm_absence: bool = False
     ) -> ManifestHead:
-        response = await self._send(
-            "HEAD", repository, f"manifests/{reference}", "manifest", accept
-        )
-        discard_body(response)
-        digest_text = header(response, b"docker-content-digest")
-        digest = None
-        if digest_text:
+        """What a manifest is, by HEAD where upstream does HEAD, by GET
+        (the manifest comes with the answer) where it refuses one; and where a
+        HEAD's 404 would contradict what the caller knows (`confirm_absence`),
+        by GET too: an upstream whose HEAD is found out lying is then asked by
+        GET alone for a while."""
+        if self._clock.seconds() >= self._heads_refused_until:
             try:
-                digest = Digest.parse(digest_text)
-            except ValueError:
-                digest = None
-        media_type = manifest_media_type(header(response, b"content-type"), b"")
-        if media_type not in MANIFEST_TYPES or not accepts(accept, media_type):
-            # Not an answer to rely on: a GET will say what it is.
-            media_type = None
-        return ManifestHead(digest, media_type, content_length(response))
+                response = await self._send("HEAD", repository, f"manifests/{reference}", "manifest", accept)
+            except HeadRefused as e:
+                self._refuses_heads(str(e))
+            except UpstreamNotFound:
+                if not confirm_absence:
+                    raise
+                head = await self._head_by_get(repository, reference, accept)
+                self._refuses_heads("it answered 404 to a HEAD for a manifest its GET returns")
+                return head
+            else:
+                discard_body(response)
+                return manifest_head(response, accept)
+        return await self._head_by_get(repository, reference, accept)
+
+    async def _head_by_get(self, repository: str, reference: str, accept: list[str]) -> ManifestHead:
+        fetched = await self.get_manifest(repository, reference, accept)
+        return ManifestHead(fetched.digest, fetched.media_type, len(fetched.body), fetched)
+
+    def _refuses_heads(self, reason: str) -> None:
+        log.warn(
+            "{registry} does not answer manifest HEADs ({reason}): tags are resolved by GET for {seconds}s",
+            registry=self.registry.namespace,
+            reason=reason,
+            seconds=HEADS_REFUSED_FOR,
+        )
+        self._heads_refused_until = self._clock.seconds() + HEADS_REFUSED_FOR
 
     async def get_manifest(
         self, repository: str, reference: str | Digest, accept: list[str]
@@ -117,36 +139,16 @@ class UpstreamClient:
             "GET", repository, f"manifests/{reference}", "manifest", accept
         )
         body = await self._read_small(response, MAX_MANIFEST_SIZE, "manifest")
-        digest = Digest(hashlib.sha256(body).hexdigest())
-        claimed = header(response, b"docker-content-digest")
-        wanted = reference if isinstance(reference, Digest) else None
-        if claimed:
-            try:
-                claimed_digest = Digest.parse(claimed)
-            except ValueError:
-                claimed_digest = None
-            if claimed_digest is not None and claimed_digest != digest:
-                raise UpstreamInvalid(
-                    f"manifest {repository}:{reference} hashes to {digest}, "
-                    f"upstream says {claimed}"
-                )
-        if wanted is not None and wanted != digest:
-            log.error(
-                "upstream sent wrong bytes for manifest {repository}@{digest}: got {actual}",
-                repository=repository,
-                digest=str(wanted),
-                actual=str(digest),
-            )
-            raise UpstreamInvalid(f"upstream manifest does not match {wanted}")
-        media_type = manifest_media_type(header(response, b"content-type"), body)
-        where = f"{repository}@{reference}" if wanted is not None else f"{repository}:{reference}"
-        try:
-            check_manifest(body, media_type or "")
-        except DocumentInvalid as e:
-            log.error("upstream's manifest {where} refused: {reason}", where=where, reason=str(e))
-            raise UpstreamInvalid(f"upstream's manifest {where} refused: {e}") from None
-        assert media_type is not None
-        return FetchedManifest(body, media_type, digest)
+        return verified_manifest(response, body, repository, reference)
+
+    async def get_referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> ReferrersPage:
+        """The image index of `subject`'s referrers (of one artifact type)."""
+        query = "?" + urlencode({"artifactType": artifact_type}) if artifact_type else ""
+        response = await self._send(
+            "GET", repository, f"referrers/{subject}{query}", "referrers", extra={"Accept": OCI_INDEX}
+        )
+        body = await self._read_small(response, MAX_MANIFEST_SIZE, "referrers index")
+        return referrers_page(response, body, repository, subject)
 
     async def head_blob(self, repository: str, digest: Digest) -> int | None:
         response = await self._send("HEAD", repository, f"blobs/{digest}", "blob")
@@ -234,7 +236,19 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"token service failed: {e}") from None
 
     async def token_fetch(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        """Fetch a token; the Authenticator's way out to the network."""
+        """Fetch a token; the Authenticator's way out to the network, and
+        where credentials are kept from a realm they do not belong to."""
+        if "Authorization" in headers and not realm_allowed(self.registry.url, url):
+            headers = {k: v for k, v in headers.items() if k != "Authorization"}
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+            if origin not in self._foreign_realms:
+                self._foreign_realms.add(origin)
+                log.warn(
+                    "{registry}'s token service {realm} is not on its domain: "
+                    "asking it for tokens without the configured credentials",
+                    registry=self.registry.namespace,
+                    realm=origin,
+                )
         response = await self._follow("GET", url, headers, "token")
         if response.code == 429:
             discard_body(response)

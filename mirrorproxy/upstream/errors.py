@@ -10,6 +10,8 @@ import json
 
 # How much of an error answer's body is read for its code and message.
 ERROR_BODY_LIMIT = 64 * 1024
+# Statuses with which upstreams (or proxies in front of them) refuse a HEAD.
+_NO_HEAD = frozenset({400, 405, 501})
 
 
 class UpstreamError(Exception):
@@ -45,6 +47,11 @@ class UpstreamInvalid(UpstreamUnavailable):
     """Upstream answered with content that fails its own checks."""
 
 
+class HeadRefused(UpstreamUnavailable):
+    """Upstream answered a HEAD with a status that says it does not do HEAD
+    there (405, 501; 400 from some proxies), not that the thing is missing."""
+
+
 class ManifestNotAcceptable(UpstreamError):
     """Upstream's manifest is of a type the client did not accept (404, as
     distribution answers; not a sign that the tag is missing)."""
@@ -54,6 +61,8 @@ def error_for(status: int, body: bytes, method: str, kind: str, retry_after: str
     """The exception for upstream's answer `status` (not 2xx) to a `kind`
     request, `body` being the start of its body (empty for a HEAD)."""
     code, message = _first_error(body) or (None, f"upstream answered {status}")
+    if method == "HEAD" and status in _NO_HEAD:
+        return HeadRefused(f"upstream answered {status} to a {kind} HEAD")
     if status == 404:
         return UpstreamNotFound(code, message)
     if status in (401, 403):

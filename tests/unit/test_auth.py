@@ -15,6 +15,7 @@ import pytest
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from mirrorproxy.upstream.auth import (
@@ -23,6 +24,7 @@ from mirrorproxy.upstream.auth import (
     Challenge,
     parse_challenges,
 )
+from mirrorproxy.upstream.realms import realm_allowed
 from mirrorproxy.upstream.settings import Credentials
 
 from ..fakeregistry import AUTH_HOST, CDN_HOST, REGISTRY_HOST, FakeRegistry
@@ -528,3 +530,80 @@ def test_token_is_refreshed_before_it_expires_upstream():
     authorization(authenticator)
 
     assert len(service.asked) == 2
+
+
+# -- which token services get the credentials (distribution's realmAllowed) ---------
+
+
+@pytest.mark.parametrize(
+    ("registry", "realm", "allowed"),
+    [
+        pytest.param("https://registry-1.docker.io", "https://auth.docker.io/token", True, id="docker-hub"),
+        pytest.param("https://ghcr.io", "https://ghcr.io/token", True, id="ghcr-same-host"),
+        pytest.param("https://nvcr.io", "https://nvcr.io/proxy_auth", True, id="nvcr-own-path"),
+        pytest.param("https://registry.gitlab.com", "https://gitlab.com/jwt/auth", True, id="parent-domain"),
+        pytest.param("https://registry.example.co.uk", "https://auth.example.co.uk/t", True, id="country-level"),
+        pytest.param("http://127.0.0.1:5000", "http://127.0.0.1:5001/token", True, id="same-address-other-port"),
+        pytest.param("https://REGISTRY.example.com.", "https://registry.example.com/t", True, id="spelling"),
+        pytest.param("https://registry-1.docker.io", "https://auth.docker.io.evil.example/t", False, id="lookalike"),
+        pytest.param("https://registry-1.docker.io", "https://tokens.example/t", False, id="foreign"),
+        pytest.param("https://registry.example.co.uk", "https://evil.co.uk/t", False, id="country-level-neighbour"),
+        pytest.param("https://team.github.io", "https://attacker.github.io/t", False, id="shared-hosting"),
+        pytest.param("http://10.0.0.1:5000", "http://10.0.0.2/token", False, id="other-address"),
+        pytest.param("http://localhost:5000", "http://127.0.0.1/token", False, id="localhost-to-address"),
+        pytest.param("https://registry.example.com", "http://auth.example.com/t", False, id="https-down-to-http"),
+        pytest.param("https://registry.example.com", "ftp://registry.example.com/t", False, id="not-http"),
+    ],
+)
+def test_realm_allowed(registry, realm, allowed):
+    assert realm_allowed(registry, realm) is allowed
+
+
+@pytest.fixture
+def foreign_realm(tmp_path):
+    """A registry whose challenge names a token service on another domain."""
+    registry = FakeRegistry(require_token=True, realm="http://tokens.elsewhere.example/token")
+    return with_credentials(Harness(str(tmp_path / "cache"), registry=registry), Credentials("user", "s3cret"))
+
+
+def test_a_token_service_on_another_domain_is_asked_without_the_credentials(foreign_realm):
+    harness = foreign_realm
+    first, second = harness.registry.add_blob(b"one"), harness.registry.add_blob(b"two")
+
+    with capturedLogs() as events:
+        assert harness.head(blob_path(first, "library/alpine")).status == 200
+        assert harness.head(blob_path(second, "library/busybox")).status == 200
+
+    asked = [s for s in harness.registry.seen if s.path == "/token"]
+    assert [s.host for s in asked] == ["tokens.elsewhere.example"] * 2
+    assert [s.headers.get("authorization") for s in asked] == [None, None]
+    warnings = [e for e in events if "not on its domain" in e.get("log_format", "")]
+    assert [(e["registry"], e["realm"]) for e in warnings] == [  # once, not once per token
+        (REGISTRY_HOST, "http://tokens.elsewhere.example")
+    ]
+
+
+def test_a_token_service_on_the_registrys_domain_gets_the_credentials(tmp_path):
+    registry = FakeRegistry(require_token=True, realm=f"http://{AUTH_HOST}/token")
+    harness = with_credentials(Harness(str(tmp_path / "cache"), registry=registry), Credentials("user", "s3cret"))
+    digest = registry.add_blob(b"layer")
+
+    assert harness.head(blob_path(digest)).status == 200
+
+    (asked,) = [s for s in registry.seen if s.path == "/token"]
+    assert asked.headers["authorization"] == basic("user", "s3cret")
+
+
+def test_a_token_service_redirecting_elsewhere_loses_the_credentials(tmp_path):
+    registry = FakeRegistry(require_token=True)
+    registry.redirect("/token", "http://tokens.elsewhere.example/issue")
+    registry.canned["/issue"] = (200, {"Content-Type": "application/json"}, b'{"token": "tok-elsewhere"}')
+    harness = with_credentials(Harness(str(tmp_path / "cache"), registry=registry), Credentials("user", "s3cret"))
+    digest = registry.add_blob(b"layer")
+
+    assert harness.head(blob_path(digest)).status == 200
+
+    (realm,) = [s for s in registry.seen if s.path == "/token"]
+    (issuer,) = [s for s in registry.seen if s.path == "/issue"]
+    assert realm.headers["authorization"] == basic("user", "s3cret")
+    assert "authorization" not in issuer.headers

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import capturedLogs
 
 from mirrorproxy.registry.mediatypes import (
     DOCKER_MANIFEST,
@@ -24,7 +25,7 @@ from mirrorproxy.registry.mediatypes import (
 from mirrorproxy.registry.names import Digest
 from mirrorproxy.storage.filesystem import _write_and_commit
 
-from ..fakeregistry import AUTH_HOST, FakeRegistry, sha256
+from ..fakeregistry import AUTH_HOST, REGISTRY_HOST, FakeRegistry, sha256
 from .harness import Harness, cache_turned_read_only, run_inline
 
 REPO = "library/alpine"
@@ -1003,3 +1004,113 @@ def test_a_narrow_answer_goes_with_its_tag_and_keeps_its_manifest(harness):
 
     purge(scan(harness.cache_dir), REPO, "multi", 3600.0, 0.0, with_content=False)
     assert list(tags_dir.iterdir()) == []
+
+
+# -- upstreams without manifest HEADs -------------------------------------------------
+
+
+def manifest_requests(harness: Harness) -> list[tuple[str, str]]:
+    return [(s.method, s.path) for s in harness.registry.seen if "/manifests/" in s.path]
+
+
+@pytest.mark.parametrize("status", [405, 501, 400])
+def test_a_head_miss_from_an_upstream_without_head_is_answered_by_one_get(tmp_path, status):
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(manifest_head_status=status))
+    digest, body = harness.registry.add_image(REPO, "latest", [b"layer"])
+
+    head = harness.head(manifest_path("latest"))
+    get = harness.get(manifest_path(digest))
+
+    assert (head.status, head.headers["docker-content-digest"], head.body) == (200, digest, b"")
+    assert head.headers["content-length"] == str(len(body))
+    assert (get.body, get.headers["x-cache"]) == (body, "HIT")
+    # One refused HEAD, one GET whose manifest is kept: no background fetch.
+    assert manifest_requests(harness) == [("HEAD", manifest_path("latest")), ("GET", manifest_path("latest"))]
+
+
+def test_an_upstream_that_refused_a_head_is_asked_by_get_alone_for_an_hour(tmp_path):
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(manifest_head_status=405))
+    for tag in ("a", "b", "c"):
+        harness.registry.add_image(REPO, tag, [tag.encode()])
+
+    with capturedLogs() as events:
+        assert harness.head(manifest_path("a")).status == 200
+        assert harness.head(manifest_path("b")).status == 200
+    harness.clock.advance(3600)
+    assert harness.head(manifest_path("c")).status == 200
+
+    assert [m for m, _ in manifest_requests(harness)] == ["HEAD", "GET", "GET", "HEAD", "GET"]
+    (warning,) = [e for e in events if "does not answer manifest HEADs" in e.get("log_format", "")]
+    assert (warning["registry"], warning["reason"]) == (REGISTRY_HOST, "upstream answered 405 to a manifest HEAD")
+
+
+def test_a_tag_past_its_ttl_is_revalidated_by_get_not_served_stale(tmp_path):
+    """Before, a 405 to the revalidating HEAD looked like an outage: the old
+    digest was served STALE for ever."""
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(manifest_head_status=405))
+    harness.registry.add_manifest(REPO, "latest", docker_manifest("old"), DOCKER_MANIFEST)
+    harness.get(manifest_path("latest"))
+    new = docker_manifest("new")
+    new_digest = harness.registry.add_manifest(REPO, "latest", new, DOCKER_MANIFEST)
+    harness.clock.advance(TTL + 1)
+
+    head = harness.head(manifest_path("latest"))
+    get = harness.get(manifest_path("latest"))
+
+    assert (head.status, head.headers["docker-content-digest"], head.headers["x-cache"]) == (200, new_digest, "MISS")
+    assert (get.body, get.headers["x-cache"]) == (new, "HIT")
+    assert manifest_requests(harness) == [
+        ("GET", manifest_path("latest")),
+        ("HEAD", manifest_path("latest")),
+        ("GET", manifest_path("latest")),
+    ]
+
+
+def test_an_unchanged_tag_revalidated_by_get_is_revalidated(tmp_path):
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(manifest_head_status=405))
+    digest, body = cache_latest(harness)
+    harness.clock.advance(TTL + 1)
+
+    response = harness.get(manifest_path("latest"))
+
+    assert (response.body, response.headers["x-cache"]) == (body, "REVALIDATED")
+    assert upstream_gets(harness) == 2
+
+
+def test_a_head_404_contradicted_by_get_keeps_a_cached_tag(tmp_path):
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(manifest_head_lies=True))
+    digest, body = cache_latest(harness)
+    harness.registry.add_image(REPO, "other", [b"other layer"])
+    harness.clock.advance(TTL + 1)
+
+    response = harness.get(manifest_path("latest"))
+    other = harness.head(manifest_path("other"))
+
+    assert (response.status, response.body, response.headers["x-cache"]) == (200, body, "REVALIDATED")
+    assert other.status == 200
+    # The lie found out, the next tag is resolved by GET without a HEAD first.
+    assert [m for m, _ in manifest_requests(harness)] == ["GET", "HEAD", "GET", "GET"]
+
+
+def test_a_cached_tag_deleted_upstream_is_404_after_a_head_and_a_get(harness):
+    cache_latest(harness)
+    del harness.registry.tags[(REPO, "latest")]
+    harness.clock.advance(TTL + 1)
+
+    response = harness.get(manifest_path("latest"))
+
+    assert (response.status, response.json()["errors"][0]["code"]) == (404, "MANIFEST_UNKNOWN")
+    assert [m for m, _ in manifest_requests(harness)] == ["GET", "HEAD", "GET"]
+    # And a HEAD that says 404 for what is truly gone keeps HEADs in use.
+    harness.registry.add_image(REPO, "next", [b"next layer"])
+    assert harness.head(manifest_path("next")).status == 200
+    assert [m for m, _ in manifest_requests(harness)][3] == "HEAD"
+
+
+def test_a_head_404_for_a_tag_the_cache_never_had_is_believed(tmp_path):
+    """A GET to check every 404 would double the cost of every miss (CI
+    probing for tags); a HEAD that lies is found out on a tag the cache holds."""
+    harness = Harness(str(tmp_path / "cache"), registry=FakeRegistry(manifest_head_lies=True))
+
+    assert harness.head(manifest_path("missing")).status == 404
+    assert manifest_requests(harness) == [("HEAD", manifest_path("missing"))]
