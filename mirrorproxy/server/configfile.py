@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from typing import Any, Callable
+from typing import Any
 
 from ..cache.eviction import parse_size
 from ..cache.negative import DEFAULT_NEGATIVE_TTL
@@ -27,61 +27,43 @@ from .config import (
     RegistrySettings,
     Settings,
 )
+from .configtypes import Check, is_bool, is_number, is_str, is_str_list
 from .registries import check_tables, holds_secret, proxy_has_password, registries_from
 
 # A smaller limit is a forgotten unit, not a cache: it would evict every
 # blob it fills.
 MIN_CACHE_SIZE = 1 << 20
 
-# key -> (type check, what the operator should have written)
-_Check = Callable[[Any], bool]
 
-
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(i, str) for i in v)
-
-
-TOP_LEVEL: dict[str, tuple[_Check, str]] = {
-    "listen": (_is_str_list, "a list of endpoint strings"),
-    "upstream": (lambda v: _is_str(v) or _is_str_list(v), "a URL, or a list of [NAMESPACE=]URL"),
-    "host": (_is_str_list, "a list of NAME=REGISTRY"),
-    "cache-dir": (_is_str, "a directory path"),
-    "tag-ttl": (_is_number, "a number of seconds"),
-    "upstream-proxy": (_is_str, "a proxy URL"),
-    "upstream-ca": (_is_str, "a PEM file path"),
-    "upstream-insecure": (_is_bool, "true or false"),
-    "htpasswd": (_is_str, "an htpasswd file path"),
-    "allow": (_is_str_list, "a list of CIDR networks"),
-    "upstream-redirect-allow": (_is_str_list, "a list of CIDR networks"),
-    "max-cache-size": (lambda v: _is_str(v) or (_is_number(v) and v > 0), "a size such as \"50G\""),
-    "metrics-listen": (_is_str_list, "a list of endpoint strings"),
-    "drain-timeout": (_is_number, "a number of seconds"),
-    "negative-ttl": (_is_number, "a number of seconds"),
+TOP_LEVEL: dict[str, tuple[Check, str]] = {
+    "listen": (is_str_list, "a list of endpoint strings"),
+    "upstream": (lambda v: is_str(v) or is_str_list(v), "a URL, or a list of [NAMESPACE=]URL"),
+    "host": (is_str_list, "a list of NAME=REGISTRY"),
+    "cache-dir": (is_str, "a directory path"),
+    "tag-ttl": (is_number, "a number of seconds"),
+    "upstream-proxy": (is_str, "a proxy URL"),
+    "upstream-ca": (is_str, "a PEM file path"),
+    "upstream-insecure": (is_bool, "true or false"),
+    "htpasswd": (is_str, "an htpasswd file path"),
+    "allow": (is_str_list, "a list of CIDR networks"),
+    "upstream-redirect-allow": (is_str_list, "a list of CIDR networks"),
+    "max-cache-size": (lambda v: is_str(v) or (is_number(v) and v > 0), "a size such as \"50G\""),
+    "metrics-listen": (is_str_list, "a list of endpoint strings"),
+    "drain-timeout": (is_number, "a number of seconds"),
+    "negative-ttl": (is_number, "a number of seconds"),
     "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a positive whole number"),
-    "log-format": (_is_str, "text, json or journal"),
-    "log-level": (_is_str, "debug, info, warn, error or critical"),
+    "log-format": (is_str, "text, json or journal"),
+    "log-level": (is_str, "debug, info, warn, error or critical"),
 }
-TABLES: dict[str, dict[str, tuple[_Check, str]]] = {
+TABLES: dict[str, dict[str, tuple[Check, str]]] = {
     "upstream-credentials": {
-        "username": (_is_str, "a user name"),
-        "password": (_is_str, "a password"),
+        "username": (is_str, "a user name"),
+        "password": (is_str, "a password"),
     },
     "timeouts": {
-        "connect": (_is_number, "a number of seconds"),
-        "headers": (_is_number, "a number of seconds"),
-        "body-silence": (_is_number, "a number of seconds"),
+        "connect": (is_number, "a number of seconds"),
+        "headers": (is_number, "a number of seconds"),
+        "body-silence": (is_number, "a number of seconds"),
     },
 }
 SECRET_TABLES = frozenset({"upstream-credentials"})
@@ -115,7 +97,7 @@ def read_config(path: str) -> dict[str, Any]:
     return document
 
 
-def _check(path: str, key: str, rule: tuple[_Check, str] | None, value: Any) -> None:
+def _check(path: str, key: str, rule: tuple[Check, str] | None, value: Any) -> None:
     if rule is None:
         raise ConfigError(f"{path}: unknown setting {key!r}")
     check, expected = rule

@@ -11,7 +11,7 @@ name clients reach the mirror by to a registry.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from attrs import evolve
 
@@ -23,34 +23,20 @@ from ..upstream.settings import (
     parse_namespace,
 )
 from .config import RegistrySettings, Settings
-
-_Check = Callable[[Any], bool]
-
-
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(i, str) for i in v)
-
+from .configtypes import Check, is_bool, is_number, is_str, is_str_list
 
 # What a [registries."NAMESPACE"] table may hold: key -> (check, expected).
-REGISTRY_KEYS: dict[str, tuple[_Check, str]] = {
-    "url": (_is_str, "a URL"),
-    "tag-ttl": (_is_number, "a number of seconds"),
-    "upstream-proxy": (_is_str, "a proxy URL"),
-    "upstream-ca": (_is_str, "a PEM file path"),
-    "upstream-insecure": (lambda v: isinstance(v, bool), "true or false"),
-    "upstream-redirect-allow": (_is_str_list, "a list of CIDR networks"),
+REGISTRY_KEYS: dict[str, tuple[Check, str]] = {
+    "url": (is_str, "a URL"),
+    "tag-ttl": (is_number, "a number of seconds"),
+    "upstream-proxy": (is_str, "a proxy URL"),
+    "upstream-ca": (is_str, "a PEM file path"),
+    "upstream-insecure": (is_bool, "true or false"),
+    "upstream-redirect-allow": (is_str_list, "a list of CIDR networks"),
 }
-CREDENTIAL_KEYS: dict[str, tuple[_Check, str]] = {
-    "username": (_is_str, "a user name"),
-    "password": (_is_str, "a password"),
+CREDENTIAL_KEYS: dict[str, tuple[Check, str]] = {
+    "username": (is_str, "a user name"),
+    "password": (is_str, "a password"),
 }
 
 
@@ -77,7 +63,7 @@ def check_tables(path: str, tables: Any) -> None:
                 _check(path, f"{where}.{key}", REGISTRY_KEYS.get(key), value)
 
 
-def _check(path: str, key: str, rule: tuple[_Check, str] | None, value: Any) -> None:
+def _check(path: str, key: str, rule: tuple[Check, str] | None, value: Any) -> None:
     if rule is None:
         raise ConfigError(f"{path}: unknown setting {key}")
     check, expected = rule
