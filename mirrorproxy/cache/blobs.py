@@ -162,7 +162,7 @@ class BlobCache:
             self._run,
             self._clock,
             self._silence,
-            upstream=self._upstream,
+            origin=self._upstream,
             repository=repository,
         )
         self._fills[digest] = fill

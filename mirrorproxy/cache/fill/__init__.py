@@ -33,9 +33,9 @@ from ...registry.names import Digest
 from ...storage import ICacheStore
 from ...upstream.answers import content_length
 from ...upstream.bodies import discard_body
-from ...upstream.client import UpstreamClient
 from .body import BodyEnd, UpstreamBody
 from .followers import Followers
+from .origin import BlobOrigin
 from .resumes import Resumer
 from .spool import SpoolWriter
 from .state import FailureKind, FillState
@@ -69,7 +69,8 @@ class Fill:
     _run: Runner
     _clock: IReactorTime
     _silence: float
-    _upstream: UpstreamClient
+    # Upstream, or in a cluster what `origin` says.
+    _origin: BlobOrigin
     _repository: str
     expected: int | None = None
     received: int = 0
@@ -185,7 +186,7 @@ class Fill:
 
     async def fetch(self) -> None:
         try:
-            response = await self._upstream.get_blob(self._repository, self.digest)
+            response = await self._origin.get_blob(self._repository, self.digest)
         except Exception as e:
             self._fail(f"upstream: {e}", start_error=e)
             return
@@ -298,7 +299,7 @@ class Fill:
         if self.state is not STREAMING:
             return
         try:
-            response = await self._upstream.get_blob(self._repository, self.digest, start=self.received)
+            response = await self._origin.get_blob(self._repository, self.digest, start=self.received)
         except Exception as e:
             self._retry_or_fail(f"resuming failed: {e}")
             return
