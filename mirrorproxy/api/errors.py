@@ -54,6 +54,7 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
     """
     # Imported here: these modules are below this one, and this is the one
     # place that knows all of their exception types.
+    from ..cache.blobs import BlobNotHere
     from ..cache.fill import FillFailed
     from ..registry.names import (
         DigestInvalid,
@@ -80,6 +81,8 @@ def registry_error(exc: BaseException, kind: str) -> RegistryError:
         return RegistryError(400, UNSUPPORTED, str(exc))
     if isinstance(exc, DigestInvalid):
         return RegistryError(400, DIGEST_INVALID, str(exc))
+    if isinstance(exc, BlobNotHere):
+        return RegistryError(404, BLOB_UNKNOWN, str(exc))
     if isinstance(exc, UpstreamNotFound):
         default = {"manifest": MANIFEST_UNKNOWN, "blob": BLOB_UNKNOWN}.get(kind, NAME_UNKNOWN)
         code = exc.code if exc.code in (NAME_UNKNOWN, MANIFEST_UNKNOWN, BLOB_UNKNOWN) else default

@@ -31,6 +31,8 @@ from .routing import Router
 log = Logger()
 
 API_VERSION = (b"Docker-Distribution-API-Version", b"registry/2.0")
+# Sent by a node of a cluster following another's fill (cluster.peers).
+PEER_HEADER = b"X-Mirrorproxy-Peer"
 _ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<reference>[^/]+)")
 _KINDS = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}
 _TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
@@ -261,7 +263,10 @@ class V2Resource(Resource):
                 request.setHeader(b"Accept-Ranges", b"bytes")
             request.finish()
             return
-        with await mirror.blobs.open(name, digest) as opened:
+        # Another node of a cluster asking for what this one holds or is
+        # fetching: never a fetch on its behalf (it would be a circle).
+        peer = request.getHeader(PEER_HEADER) is not None
+        with await mirror.blobs.open(name, digest, local_only=peer) as opened:
             await self._stream_blob(exchange, mirror, opened, common)
 
     async def _stream_blob(

@@ -73,6 +73,10 @@ class OpenBlob:
         self.close()
 
 
+class BlobNotHere(Exception):
+    """A peer asked for a blob this node neither holds nor is fetching."""
+
+
 @define(eq=False)
 class BlobCache:
     _registry: str
@@ -117,7 +121,11 @@ class BlobCache:
             return size
         return await self._upstream.head_blob(repository, digest)
 
-    async def open(self, repository: str, digest: Digest) -> OpenBlob:
+    async def open(self, repository: str, digest: Digest, local_only: bool = False) -> OpenBlob:
+        """The blob, from the cache or the one fill fetching it (started if
+        none runs).  `local_only` (a peer node asking): never start a fill,
+        `BlobNotHere` instead, so that nodes never fetch for each other in
+        circles."""
         for _ in range(3):
             fill = self._running_fill(digest)
             if fill is None:
@@ -138,6 +146,8 @@ class BlobCache:
                 self._recent.pop(digest)
                 continue
             outcome = JOIN
+            if fill is None and local_only:
+                raise BlobNotHere(f"blob {digest} is neither held nor being fetched here")
             if fill is None:
                 fill = self._start(repository, digest)
                 outcome = MISS
