@@ -37,8 +37,8 @@ LOG_TAIL_LINES = 40
 MON_ID = "a"
 OSD_ID = 0
 RGW_NAME = "client.rgw"
-# The zone group radosgw creates on first start is "default"; SigV4's
-# credential scope and a bucket's LocationConstraint name it.
+# The name of the zone group radosgw creates on its first start. (It takes
+# any region in a signature's scope or a LocationConstraint, us-east-1 too.)
 REGION = "default"
 S3_USER = "mirror-tests"
 
