@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 from botocore.exceptions import ClientError
 
+from .harness.ceph import CephPrograms, CephRgw, CephStartError
 from .harness.s3service import S3Service
 
 pytestmark = pytest.mark.integration
@@ -129,3 +132,43 @@ def test_multipart_upload_of_two_5_mib_parts_reads_back(ceph_rgw: S3Service) -> 
     assert head["ContentLength"] == 10 * MIB
     # S3's multipart ETag: the MD5 of the parts' MD5s, then the part count.
     assert head["ETag"].endswith('-2"')
+
+
+def processes_using(directory: Path) -> list[str]:
+    """The command lines of running processes that name ``directory``, as
+    ``ps`` would show them."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # not a process, or one that just ended
+            continue
+        if str(directory) in argv:
+            found.append(argv)
+    return found
+
+
+def test_stopped_cluster_leaves_no_process(tmp_path: Path) -> None:
+    cluster = CephRgw.start(CephPrograms.require(), tmp_path / "ceph")
+    assert len(processes_using(tmp_path)) == 3  # ceph-mon, ceph-osd, radosgw
+
+    cluster.stop()
+
+    assert processes_using(tmp_path) == []
+
+
+def test_failed_start_shows_each_daemon_log_and_leaves_no_process(tmp_path: Path) -> None:
+    false = shutil.which("false")
+    assert false is not None
+    programs = attrs.evolve(CephPrograms.require(), radosgw=false)
+
+    with pytest.raises(CephStartError) as raised:
+        CephRgw.start(programs, tmp_path / "ceph")
+
+    message = str(raised.value)
+    assert "radosgw exited with 1 while waiting for an HTTP answer" in message
+    assert "--- ceph-mon log, last 40 lines:" in message
+    assert "--- ceph-osd log, last 40 lines:" in message
+    assert "--- radosgw log, last 40 lines:" in message
+    assert "mon.a@0(leader)" in message  # the monitor's own lines
+    assert processes_using(tmp_path) == []

@@ -164,10 +164,12 @@ class CephRgw:
         try:
             service = bootstrap.run()
         except BaseException as error:
+            # The logs as they were at the failure, before the shutdown's lines.
+            tails = bootstrap.log_tails()
             bootstrap.stop()
             if isinstance(error, Exception):
                 raise CephStartError(
-                    f"Ceph RGW did not start in {directory}: {error}\n{bootstrap.log_tails()}"
+                    f"Ceph RGW did not start in {directory}: {error}\n{tails}"
                 ) from error
             raise
         return cls(directory, service, bootstrap.daemons, time.monotonic() - started)
