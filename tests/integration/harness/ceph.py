@@ -233,10 +233,8 @@ class _Bootstrap:
             cap_args = [arg for service, cap in caps.items() for arg in ("--cap", service, cap)]
             self._command("keys", [authtool, keyring, *create, "-n", name, *key, *cap_args])
         osd_keyring = str(self.directory / f"osd.{OSD_ID}" / "keyring")
-        self._command(
-            "keys",
-            [authtool, osd_keyring, "--create-keyring", "-n", f"osd.{OSD_ID}", "--add-key", osd_key],
-        )
+        osd_entity = ["-n", f"osd.{OSD_ID}", "--add-key", osd_key]
+        self._command("keys", [authtool, osd_keyring, "--create-keyring", *osd_entity])
 
     def _start_monitor(self, fsid: str, port: int) -> None:
         monmap = str(self.directory / "monmap")
