@@ -1,0 +1,164 @@
+"""The S3 store's byte path: requests signed by botocore, sent by treq.
+
+botocore signs (SigV4, the declared payload hash included in the signature);
+treq carries the bytes, so a blob streams from its spool file to the server
+and from the server to a reader without a thread per transfer and without
+being held in memory whole.  Signing runs in the thread pool, since fetching
+credentials may block (a profile's process, an instance's metadata).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from attrs import define
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.web.iweb import IBodyProducer
+
+from ...common.runner import Runner
+from .bucket import S3Error, b64_sha256
+
+log = Logger()
+
+# The hash a GET (no body) declares.
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+# How much of an error's body is worth reading for its code.
+_ERROR_LIMIT = 64 * 1024
+
+
+class _DeclaredPayload(S3SigV4Auth):
+    """botocore's S3 signer, told the body's sha256 instead of reading a
+    body it does not hold (the bytes follow from a file, through treq)."""
+
+    def __init__(self, credentials: Any, region: str, payload_sha256: str) -> None:
+        super().__init__(credentials, "s3", region)
+        self._payload_sha256 = payload_sha256
+
+    def payload(self, request: AWSRequest) -> str:
+        return self._payload_sha256
+
+
+def object_url(endpoint_url: str, bucket: str, key: str, query: str = "") -> str:
+    """The path-style URL of `key`, quoted as botocore quotes keys."""
+    url = f"{endpoint_url.rstrip('/')}/{bucket}/{quote(key, safe='/~')}"
+    return f"{url}?{query}" if query else url
+
+
+def sign(
+    bucket: Any, method: str, key: str, payload_sha256: str, headers: dict[str, str], query: str = ""
+) -> tuple[str, dict[str, str]]:
+    """The URL and signed headers of a request to `key` (blocking: it may fetch credentials)."""
+    url = object_url(bucket.client.meta.endpoint_url, bucket.name, key, query)
+    request = AWSRequest(method=method, url=url, headers=dict(headers))
+    _DeclaredPayload(bucket.frozen_credentials(), bucket.client.meta.region_name, payload_sha256).add_auth(request)
+    return url, dict(request.headers.items())
+
+
+@define(eq=False)
+class Transfer:
+    """Signed requests for one bucket, sent with `_treq`."""
+
+    _bucket: Any
+    _treq: Any
+    _run: Runner
+    # Seconds to wait for an answer's headers (treq's timeout covers no more).
+    _timeout: float = 60.0
+
+    async def _send(
+        self, method: str, key: str, payload_sha256: str, headers: dict[str, str], query: str = "", body: Any = None
+    ) -> Any:
+        url, signed = await self._run(sign, self._bucket, method, key, payload_sha256, headers, query)
+        try:
+            return await self._treq.request(
+                method, url, headers={k: [v] for k, v in signed.items()}, data=body, unbuffered=True, timeout=self._timeout
+            )
+        except CancelledError:
+            raise
+        except Exception as e:  # connection refused, timed out, reset: all one to the caller
+            # A request cancelled before its answer fails with the cancellation wrapped.
+            if any(reason.check(CancelledError) for reason in getattr(e, "reasons", [])):
+                raise CancelledError() from None
+            raise S3Error(f"S3 {method} s3://{self._bucket.name}/{key}: {_reasons(e)}") from None
+
+    async def _failure(self, response: Any, method: str, key: str) -> S3Error:
+        """The error an unexpected answer is (its body read, to free the connection)."""
+        body = await response.content()
+        code = _error_code(body[:_ERROR_LIMIT]) or str(response.code)
+        return S3Error(f"S3 {method} s3://{self._bucket.name}/{key}: {response.code} {code}", code)
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes of the object at `key` from `offset`."""
+        end = offset + length - 1
+        response = await self._send("GET", key, EMPTY_SHA256, {"Range": f"bytes={offset}-{end}"})
+        if response.code not in (200, 206):
+            raise await self._failure(response, "GET", key)
+        # A 200 is the whole object: right only if that is the range asked for.
+        whole = response.code == 200 and offset == 0
+        if (response.code != 206 and not whole) or response.length != length:
+            response.deliverBody(_Abort())
+            raise S3Error(f"S3 GET s3://{self._bucket.name}/{key}: {response.code}, not the {length} bytes asked for")
+        data: bytes = await response.content()
+        if len(data) != length:
+            raise S3Error(f"S3 GET s3://{self._bucket.name}/{key}: {len(data)} bytes, not the {length} asked for")
+        return data
+
+    async def put(self, key: str, body: IBodyProducer, sha256_hex: str, if_absent: bool = False) -> bool:
+        """PUT `body`, whose sha256 the server checks (the signed payload hash
+        and the checksum header); False if `if_absent` and an object was already there."""
+        headers = {"x-amz-checksum-sha256": b64_sha256(sha256_hex)}
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        response = await self._send("PUT", key, sha256_hex, headers, body=body)
+        if if_absent and response.code == 412:
+            await response.content()
+            return False
+        if response.code != 200:
+            raise await self._failure(response, "PUT", key)
+        await response.content()
+        return True
+
+    async def put_part(self, key: str, upload_id: str, number: int, body: IBodyProducer, sha256_hex: str) -> str:
+        """Upload part `number` of an upload; its ETag, which completing the upload names."""
+        query = f"partNumber={number}&uploadId={quote(upload_id, safe='-_.~')}"
+        headers = {"x-amz-checksum-sha256": b64_sha256(sha256_hex)}
+        response = await self._send("PUT", key, sha256_hex, headers, query=query, body=body)
+        if response.code != 200:
+            raise await self._failure(response, "UploadPart", key)
+        await response.content()
+        etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
+        if not etag:
+            raise S3Error(f"S3 UploadPart s3://{self._bucket.name}/{key}: no ETag in the answer")
+        return etag
+
+
+def _reasons(error: Exception) -> str:
+    """What went wrong, on one line (the client's wrapping errors hold Failures)."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(str(reason.value) or reason.type.__name__ for reason in reasons)
+    return str(error) or type(error).__name__
+
+
+def _error_code(body: bytes) -> str | None:
+    start, end = body.find(b"<Code>"), body.find(b"</Code>")
+    if start < 0 or end < start:
+        return None
+    return body[start + len(b"<Code>") : end].decode("utf-8", "replace")
+
+
+class _Abort:
+    """Drops the connection an unwanted body (an ignored Range: maybe the
+    whole blob) would arrive on, rather than reading it."""
+
+    def makeConnection(self, transport: Any) -> None:
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
