@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from attrs import frozen
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+# botocore ships no type information.
+from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from .keys import Keys
 from .location import S3Endpoint, S3Location

@@ -72,12 +72,12 @@ def stored_blobs(bucket: Bucket) -> list[StoredBlob]:
         for listed in bucket.listing(bucket.keys.kind(registry, USED)):
             marked = bucket.keys.marker_at(listed.key, registry)
             if marked is not None:
-                digest, when = marked
-                used[digest] = max(when, used.get(digest, when))
+                marked_blob, when = marked
+                used[marked_blob] = max(when, used.get(marked_blob, when))
         for listed in bucket.listing(bucket.keys.kind(registry, BLOBS)):
-            digest = bucket.keys.content_at(listed.key, registry, BLOBS)
-            if digest is not None:
-                found.append(StoredBlob(registry, digest, listed.size, used.get(digest, listed.modified)))
+            blob = bucket.keys.content_at(listed.key, registry, BLOBS)
+            if blob is not None:
+                found.append(StoredBlob(registry, blob, listed.size, used.get(blob, listed.modified)))
     return found
 
 

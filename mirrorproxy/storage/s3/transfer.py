@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from attrs import define
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.iweb import IBodyProducer
@@ -30,7 +30,7 @@ EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 _ERROR_LIMIT = 64 * 1024
 
 
-class _DeclaredPayload(S3SigV4Auth):
+class _DeclaredPayload(S3SigV4Auth):  # type: ignore[misc]
     """botocore's S3 signer, told the body's sha256 instead of reading a
     body it does not hold (the bytes follow from a file, through treq)."""
 
@@ -129,7 +129,7 @@ class Transfer:
         if response.code != 200:
             raise await self._failure(response, "UploadPart", key)
         await response.content()
-        etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
+        etag: str = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
         if not etag:
             raise S3Error(f"S3 UploadPart s3://{self._bucket.name}/{key}: no ETag in the answer")
         return etag
