@@ -251,6 +251,26 @@ def test_two_nodes_committing_the_same_digest_both_succeed_and_keep_one_blob(s3,
         os.close(spool.fd)
 
 
+@pytest.mark.parametrize("size", [100_000, 6 * MiB], ids=["put", "multipart"])
+@in_a_thread
+def test_a_commit_never_overwrites_what_is_already_at_its_key(s3, http, bucket, tmp_path, size):
+    store = make_store(s3, bucket, tmp_path, http, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    store.prepare()
+    blocking(store.measure())
+    spool, digest = spool_of(store, size)
+    key = store.bucket.keys.blob(HUB, digest)
+    # Another node's object, made different here so that an overwrite would show.
+    store.bucket.client.put_object(Bucket=bucket, Key=key, Body=b"another node's")
+
+    blocking(store.commit_blob(spool, HUB, digest))
+    os.close(spool.fd)
+
+    assert store.bucket.client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"another node's"
+    assert (store.bytes, store.entries) == (0, 0)  # nothing added
+    assert uploads_left(store) == []
+    assert not os.path.exists(spool.path)
+
+
 @in_a_thread
 def test_bytes_that_are_not_what_their_digest_says_are_refused_by_the_server(s3, http, bucket, tmp_path):
     store = make_store(s3, bucket, tmp_path, http)
