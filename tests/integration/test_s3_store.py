@@ -28,6 +28,8 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -35,7 +37,7 @@ from mirrorproxy.registry.names import Digest
 from mirrorproxy.storage.s3 import ops
 from mirrorproxy.storage.s3.bucket import open_bucket
 from mirrorproxy.storage.s3.location import S3Endpoint, S3Location, S3LocationInvalid
-from mirrorproxy.storage.s3.store import S3Store
+from mirrorproxy.storage.s3.store import S3Blob, S3Store
 
 from .. import storagecontract
 from ..storagecontract import *  # noqa: F403 - the contract's tests and fixtures
@@ -404,3 +406,48 @@ def test_a_bad_location_is_refused_in_one_line(url, says):
     with pytest.raises(S3LocationInvalid) as refused:
         S3Location.parse(url)
     assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+# -- a server that stops answering ----------------------------------------------------
+
+
+class _Silent(Protocol):
+    """Reads whatever comes, answers nothing."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.received += len(data)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[tuple[str, Any]]:
+    factory = Factory.forProtocol(_Silent)
+    factory.received = 0  # type: ignore[attr-defined]
+    port = pytest_twisted.blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory))
+    yield f"http://127.0.0.1:{port.getHost().port}", factory
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.mark.parametrize("direction", ["read", "upload"])
+@in_a_thread
+def test_a_transfer_the_server_stops_answering_fails_after_the_silence(s3, http, tmp_path, silent_endpoint, direction):
+    url, server = silent_endpoint
+    silent = S3Service("silent", url, s3.region, s3.access_key, s3.secret_key)
+    store = make_store(silent, "silent-bucket", tmp_path, http, silence=0.5)
+    os.makedirs(store.spool_dir)
+    spool = blocking(store.new_spool())
+    blocking(store.write_spool(spool, 0, [b"x" * 300_000], hashlib.sha256()))
+    digest = digest_of(b"x" * 300_000)
+
+    started = reactor.seconds()
+    with pytest.raises(OSError, match=r"no progress for 0\.5 s"):
+        if direction == "read":
+            opened = S3Blob(store._transfer, store.bucket.keys.blob(HUB, digest), 300_000)
+            blocking(opened.read(0, 1000))
+        else:
+            blocking(store.commit_blob(spool, HUB, digest))
+    os.close(spool.fd)
+
+    assert 0.5 <= reactor.seconds() - started < 5
+    if direction == "upload":
+        assert server.received > 300_000  # the body went out whole; then nothing came back
+        assert store.writes.failures == 1

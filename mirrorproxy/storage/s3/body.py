@@ -5,6 +5,7 @@ buffers before it pauses us), whatever the blob's size."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
@@ -28,6 +29,8 @@ class SpoolBody:
     _offset: int
     length: int
     _run: Runner
+    # Called after each chunk goes to the transport (a silence timeout's reset).
+    progressed: Callable[[], None] | None = None
     _resumed: Deferred[None] | None = field(default=None, init=False)
     _stopped: bool = field(default=False, init=False)
 
@@ -70,6 +73,8 @@ class SpoolBody:
                 raise CancelledError()
             consumer.write(chunk)
             position += len(chunk)
+            if self.progressed is not None:
+                self.progressed()
 
     def pauseProducing(self) -> None:
         if self._resumed is None:

@@ -29,6 +29,7 @@ import uuid
 from typing import Any
 
 from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -91,10 +92,12 @@ class S3Store:
     local: str
     _run: Runner
     _treq: Any
-    # seconds() -> now, for last-use markers (the reactor, or a test's clock).
-    _clock: Any
+    # The reactor (or a test's clock): last-use times, silence timeouts.
+    _clock: IReactorTime
     multipart_threshold: int = MULTIPART_THRESHOLD
     part_size: int = PART_SIZE
+    # Seconds a transfer may go without progress before it fails.
+    silence: float = 60.0
     bytes: int | None = None
     entries: int | None = None
     writes: WriteHealth = field(factory=WriteHealth)
@@ -107,7 +110,7 @@ class S3Store:
 
     @property
     def _transfer(self) -> Transfer:
-        return Transfer(self.bucket, self._treq, self._run)
+        return Transfer(self.bucket, self._treq, self._run, self._clock, self.silence)
 
     def _key(self, registry: str, digest: Digest) -> str:
         return self.bucket.keys.blob(registry, digest)

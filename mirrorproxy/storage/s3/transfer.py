@@ -15,11 +15,14 @@ from urllib.parse import quote
 from attrs import define
 from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
-from twisted.internet.defer import CancelledError
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IBodyProducer
 
 from ...common.runner import Runner
+from .body import SpoolBody
 from .bucket import S3Error, b64_sha256
 
 log = Logger()
@@ -65,30 +68,55 @@ class Transfer:
     _bucket: Any
     _treq: Any
     _run: Runner
-    # Seconds to wait for an answer's headers (treq's timeout covers no more).
-    _timeout: float = 60.0
+    _clock: IReactorTime
+    # Seconds a request may go without progress: sending nothing, or
+    # waiting for its answer's headers or its (bounded) body.
+    _silence: float = 60.0
 
     async def _send(
         self, method: str, key: str, payload_sha256: str, headers: dict[str, str], query: str = "", body: Any = None
     ) -> Any:
         url, signed = await self._run(sign, self._bucket, method, key, payload_sha256, headers, query)
+        sent = self._treq.request(method, url, headers={k: [v] for k, v in signed.items()}, data=body, unbuffered=True)
+        # Until the answer's headers: silence, not duration, fails a request
+        # (a large upload may take long; each chunk it sends resets the clock).
+        watchdog = _Watchdog(self._clock, self._silence, sent)
+        if isinstance(body, SpoolBody):
+            body.progressed = watchdog.reset
         try:
-            return await self._treq.request(
-                method, url, headers={k: [v] for k, v in signed.items()}, data=body, unbuffered=True, timeout=self._timeout
-            )
+            return await sent
         except CancelledError:
             raise
         except Exception as e:  # connection refused, timed out, reset: all one to the caller
+            if watchdog.fired:
+                raise self._error(method, key, f"no progress for {self._silence:g} s") from None
             # A request cancelled before its answer fails with the cancellation wrapped.
             if any(reason.check(CancelledError) for reason in getattr(e, "reasons", [])):
                 raise CancelledError() from None
-            raise S3Error(f"S3 {method} s3://{self._bucket.name}/{key}: {_reasons(e)}") from None
+            raise self._error(method, key, _reasons(e)) from None
+        finally:
+            watchdog.stop()
+
+    def _error(self, method: str, key: str, why: str, code: str | None = None) -> S3Error:
+        return S3Error(f"S3 {method} s3://{self._bucket.name}/{key}: {why}", code)
+
+    async def _body(self, response: Any, method: str, key: str) -> bytes:
+        """An answer's whole body (a bounded one: a range, an error), in time."""
+        reading = response.content()
+        reading.addTimeout(self._silence, self._clock)
+        try:
+            body: bytes = await reading
+        except defer.TimeoutError:
+            raise self._error(method, key, f"the answer's body took over {self._silence:g} s") from None
+        except Exception as e:
+            raise self._error(method, key, f"the answer's body failed: {_reasons(e)}") from None
+        return body
 
     async def _failure(self, response: Any, method: str, key: str) -> S3Error:
         """The error an unexpected answer is (its body read, to free the connection)."""
-        body = await response.content()
+        body = await self._body(response, method, key)
         code = _error_code(body[:_ERROR_LIMIT]) or str(response.code)
-        return S3Error(f"S3 {method} s3://{self._bucket.name}/{key}: {response.code} {code}", code)
+        return self._error(method, key, f"{response.code} {code}", code)
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         """Exactly `length` bytes of the object at `key` from `offset`."""
@@ -101,7 +129,7 @@ class Transfer:
         if (response.code != 206 and not whole) or response.length != length:
             response.deliverBody(_Abort())
             raise S3Error(f"S3 GET s3://{self._bucket.name}/{key}: {response.code}, not the {length} bytes asked for")
-        data: bytes = await response.content()
+        data = await self._body(response, "GET", key)
         if len(data) != length:
             raise S3Error(f"S3 GET s3://{self._bucket.name}/{key}: {len(data)} bytes, not the {length} asked for")
         return data
@@ -114,11 +142,11 @@ class Transfer:
             headers["If-None-Match"] = "*"
         response = await self._send("PUT", key, sha256_hex, headers, body=body)
         if if_absent and response.code == 412:
-            await response.content()
+            await self._body(response, "PUT", key)
             return False
         if response.code != 200:
             raise await self._failure(response, "PUT", key)
-        await response.content()
+        await self._body(response, "PUT", key)
         return True
 
     async def put_part(self, key: str, upload_id: str, number: int, body: IBodyProducer, sha256_hex: str) -> str:
@@ -128,11 +156,35 @@ class Transfer:
         response = await self._send("PUT", key, sha256_hex, headers, query=query, body=body)
         if response.code != 200:
             raise await self._failure(response, "UploadPart", key)
-        await response.content()
+        await self._body(response, "UploadPart", key)
         etag: str = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
         if not etag:
             raise S3Error(f"S3 UploadPart s3://{self._bucket.name}/{key}: no ETag in the answer")
         return etag
+
+
+class _Watchdog:
+    """Cancels a request that makes no progress for `silence` seconds."""
+
+    def __init__(self, clock: IReactorTime, silence: float, request: Deferred[Any]) -> None:
+        self.fired = False
+        self._silence = silence
+        self._request = request
+        self._call: IDelayedCall | None = clock.callLater(silence, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._call = None
+        self._request.cancel()
+
+    def reset(self) -> None:
+        if self._call is not None:
+            self._call.reset(self._silence)
+
+    def stop(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
 
 
 def _reasons(error: Exception) -> str:
