@@ -34,14 +34,14 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from mirrorproxy.registry.names import Digest
+from mirrorproxy.storage.values import CacheDirError
 from mirrorproxy.storage.s3 import ops
-from mirrorproxy.storage.s3.bucket import open_bucket
 from mirrorproxy.storage.s3.location import S3Endpoint, S3Location, S3LocationInvalid
 from mirrorproxy.storage.s3.store import S3Blob, S3Store
 
 from .. import storagecontract
 from ..storagecontract import *  # noqa: F403 - the contract's tests and fixtures
-from ..storagecontract import HUB, Implementation, digest_of
+from ..storagecontract import HUB, Implementation, commit, digest_of
 from .harness.s3service import S3Service
 
 pytestmark = pytest.mark.integration
@@ -99,9 +99,8 @@ def http() -> Iterator[HTTPClient]:
 def make_store(service: S3Service, bucket: str, local: Path, http: Any, **options: Any) -> S3Store:
     session = botocore.session.Session()
     session.set_credentials(service.access_key, service.secret_key)
-    location = S3Location(bucket, PREFIX)
-    opened = open_bucket(session, S3Endpoint(service.endpoint, service.region), location)
-    return S3Store(opened, str(local), in_threads, http, reactor, **options)
+    endpoint = S3Endpoint(service.endpoint, service.region)
+    return S3Store.open(session, endpoint, S3Location(bucket, PREFIX), str(local), in_threads, http, reactor, **options)
 
 
 def held(store: S3Store) -> set[str]:
@@ -368,6 +367,56 @@ def test_an_interrupted_upload_leaves_no_parts_and_no_blob(s3, http, bucket, tmp
     # The spool's descriptor is still the caller's, whole.
     assert spool_hash(spool) == digest.hex
     os.close(spool.fd)
+
+
+@in_a_thread
+def test_a_blob_served_again_within_the_hour_costs_no_request(s3, http, bucket, tmp_path):
+    store = make_store(s3, bucket, tmp_path, http)
+    store.prepare()
+    digest = commit(blocking, store, b"a layer")
+    calls: list[str] = []
+    store.bucket.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+
+    blocking(store.mark_used(HUB, digest))
+    first = list(calls)
+    blocking(store.mark_used(HUB, digest))
+
+    assert first == ["HeadObject", "ListObjectsV2"]  # checked once (and fresh: nothing written)
+    assert calls == first
+
+
+def test_keys_come_from_the_environment_the_aws_way(s3, http, bucket, tmp_path, monkeypatch):
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    endpoint = S3Endpoint(s3.endpoint, s3.region)
+    store = S3Store.open(
+        botocore.session.Session(), endpoint, S3Location(bucket), str(tmp_path), in_threads, http, reactor
+    )
+
+    assert store.prepare() == 0
+
+    for name in s3.environment():
+        monkeypatch.delenv(name)
+    without = S3Store.open(
+        botocore.session.Session(), endpoint, S3Location(bucket), str(tmp_path), in_threads, http, reactor
+    )
+    with pytest.raises(CacheDirError) as refused:
+        without.prepare()
+    assert str(refused.value).startswith(f"S3 storage s3://{bucket}/ is not usable: ")
+    assert "credentials" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_bucket_that_is_not_there_is_refused_at_start(s3, http, tmp_path):
+    store = make_store(s3, "no-such-bucket-here", tmp_path, http)
+
+    with pytest.raises(CacheDirError) as refused:
+        store.prepare()
+
+    assert "s3://no-such-bucket-here/cache/ is not usable" in str(refused.value)
+    assert "NoSuchBucket" in str(refused.value) and "\n" not in str(refused.value)
 
 
 # -- where the store is -------------------------------------------------------------

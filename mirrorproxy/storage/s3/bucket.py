@@ -100,6 +100,15 @@ class Bucket:
         except BotoCoreError as e:
             raise S3Error(f"S3 {operation} s3://{self.name}/{key}: {e}") from None
 
+    def check_exists(self) -> None:
+        """S3Error unless the bucket is there (some servers would make it on a PUT)."""
+        try:
+            self._call("head_bucket", "")
+        except S3Error as e:
+            if e.code in ("404", "NoSuchBucket"):  # a HEAD's answer has no body to name it
+                raise S3Error(f"S3 head_bucket s3://{self.name}/: 404 NoSuchBucket", "NoSuchBucket") from None
+            raise
+
     # -- objects ------------------------------------------------------------------
 
     def head(self, key: str) -> int | None:

@@ -13,6 +13,7 @@ from .keys import BLOBS, MANIFESTS, USED
 
 def probe(bucket: Bucket) -> None:
     """Write and delete a small object: S3Error if the bucket takes no writes."""
+    bucket.check_exists()
     key = bucket.keys.probe(uuid.uuid4().hex)
     bucket.put_small(key, b"ok")
     bucket.delete(key)

@@ -40,7 +40,8 @@ from ..fileops import _discard, _hash_and_write, _probe_writable, _sweep
 from ..layout import SPOOL
 from ..values import CacheDirError, Spool, SpoolWriteFailed, StoredBlob, StoredManifest, TagRecord, WriteHealth
 from . import ops
-from .bucket import Bucket, S3Error
+from .bucket import Bucket, S3Error, open_bucket
+from .location import S3Endpoint, S3Location
 from .transfer import Transfer
 from .upload import MULTIPART_THRESHOLD, PART_SIZE, Uploader
 
@@ -103,6 +104,23 @@ class S3Store:
     writes: WriteHealth = field(factory=WriteHealth)
     # When this store last checked each blob's last use.
     _checked: dict[tuple[str, Digest], float] = field(factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        session: Any,
+        endpoint: S3Endpoint,
+        location: S3Location,
+        local: str,
+        run: Runner,
+        treq: Any,
+        clock: IReactorTime,
+        **options: Any,
+    ) -> S3Store:
+        """The store at `location` on the server at `endpoint`, with the
+        botocore `session`'s credentials (found the AWS way: the environment,
+        AWS_PROFILE, the config files), its spools under `local`."""
+        return cls(open_bucket(session, endpoint, location), local, run, treq, clock, **options)
 
     @property
     def spool_dir(self) -> str:
