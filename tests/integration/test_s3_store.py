@@ -100,7 +100,8 @@ def make_store(service: S3Service, bucket: str, local: Path, http: Any, **option
     session = botocore.session.Session()
     session.set_credentials(service.access_key, service.secret_key)
     endpoint = S3Endpoint(service.endpoint, service.region)
-    return S3Store.open(session, endpoint, S3Location(bucket, PREFIX), str(local), in_threads, http, reactor, **options)
+    location = S3Location(bucket, PREFIX)
+    return S3Store.open(session, endpoint, location, str(local), in_threads, http, reactor, **options)
 
 
 def held(store: S3Store) -> set[str]:
@@ -219,7 +220,9 @@ def test_a_large_blob_goes_up_in_parts_without_being_held_in_memory(s3, http, bu
 
 @pytest.mark.parametrize("size", [100_000, 12 * MiB], ids=["put", "multipart"])
 @in_a_thread
-def test_two_nodes_committing_the_same_digest_both_succeed_and_keep_one_blob(s3, http, bucket, tmp_path, size):
+def test_two_nodes_committing_the_same_digest_both_succeed_and_keep_one_blob(
+    s3, http, bucket, tmp_path, size
+):
     nodes = [
         make_store(s3, bucket, tmp_path / name, http, multipart_threshold=8 * MiB, part_size=5 * MiB)
         for name in ("one", "two")
@@ -478,7 +481,9 @@ def silent_endpoint() -> Iterator[tuple[str, Any]]:
 
 @pytest.mark.parametrize("direction", ["read", "upload"])
 @in_a_thread
-def test_a_transfer_the_server_stops_answering_fails_after_the_silence(s3, http, tmp_path, silent_endpoint, direction):
+def test_a_transfer_the_server_stops_answering_fails_after_the_silence(
+    s3, http, tmp_path, silent_endpoint, direction
+):
     url, server = silent_endpoint
     silent = S3Service("silent", url, s3.region, s3.access_key, s3.secret_key)
     store = make_store(silent, "silent-bucket", tmp_path, http, silence=0.5)

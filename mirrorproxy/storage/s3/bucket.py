@@ -96,7 +96,8 @@ class Bucket:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = str(error.get("Code") or status)
             message = error.get("Message") or "no message"
-            raise S3Error(f"S3 {operation} s3://{self.name}/{key}: {status} {code}: {message}", code) from None
+            reason = f"S3 {operation} s3://{self.name}/{key}: {status} {code}: {message}"
+            raise S3Error(reason, code) from None
         except BotoCoreError as e:
             raise S3Error(f"S3 {operation} s3://{self.name}/{key}: {e}") from None
 
@@ -137,7 +138,9 @@ class Bucket:
         with found["Body"] as body:
             return body.read(), str(found.get("ContentType") or "")
 
-    def put_small(self, key: str, data: bytes, content_type: str | None = None, if_absent: bool = False) -> bool:
+    def put_small(
+        self, key: str, data: bytes, content_type: str | None = None, if_absent: bool = False
+    ) -> bool:
         """Put a small object whole (signed with its sha256); False if
         `if_absent` and one was already there."""
         params: dict[str, Any] = {"Key": key, "Body": data}
@@ -172,7 +175,8 @@ class Bucket:
         names: list[str] = []
         token: dict[str, str] = {}
         while True:
-            page = self._call("list_objects_v2", self.keys.prefix, Prefix=self.keys.prefix, Delimiter="/", **token)
+            prefix = self.keys.prefix
+            page = self._call("list_objects_v2", prefix, Prefix=prefix, Delimiter="/", **token)
             for common in page.get("CommonPrefixes", []):
                 name = self.keys.registry_of(common["Prefix"])
                 if name is not None:
@@ -222,7 +226,9 @@ class Bucket:
     def frozen_credentials(self) -> Any:
         """The client's current keys (refreshed if they expire)."""
         if self.credentials is None:
-            raise S3Error("S3: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)")
+            raise S3Error(
+                "S3: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            )
         return self.credentials.get_frozen_credentials()
 
     # -- for tools that change the bucket behind a running mirror -------------------

@@ -38,7 +38,15 @@ from ...registry.names import Digest
 from .. import ICacheStore, IOpenBlob
 from ..fileops import _discard, _hash_and_write, _probe_writable, _sweep
 from ..layout import SPOOL
-from ..values import CacheDirError, Spool, SpoolWriteFailed, StoredBlob, StoredManifest, TagRecord, WriteHealth
+from ..values import (
+    CacheDirError,
+    Spool,
+    SpoolWriteFailed,
+    StoredBlob,
+    StoredManifest,
+    TagRecord,
+    WriteHealth,
+)
 from . import ops
 from .bucket import Bucket, S3Error, open_bucket
 from .location import S3Endpoint, S3Location
@@ -154,7 +162,9 @@ class S3Store:
             if why is not None:
                 raise OSError(why)
         except OSError as e:
-            raise CacheDirError(f"spool directory {self.spool_dir!r} is not usable: {e.strerror or e}") from None
+            raise CacheDirError(
+                f"spool directory {self.spool_dir!r} is not usable: {e.strerror or e}"
+            ) from None
         try:
             ops.probe(self.bucket)
         except S3Error as e:
@@ -272,7 +282,9 @@ class S3Store:
         body, media_type = found
         return StoredManifest(body, media_type)
 
-    async def write_manifest(self, registry: str, digest: Digest, body: builtins.bytes, media_type: str) -> None:
+    async def write_manifest(
+        self, registry: str, digest: Digest, body: builtins.bytes, media_type: str
+    ) -> None:
         key = self.bucket.keys.manifest(registry, digest)
         # The media type is the object's Content-Type: one PUT puts both in place.
         added = await self._write(self.bucket.put_small, key, body, media_type, True)
@@ -282,7 +294,8 @@ class S3Store:
     async def read_tag(
         self, registry: str, repository: str, tag: str, variant: str | None = None
     ) -> TagRecord | None:
-        found = await self._run(self.bucket.get_small, self.bucket.keys.tag(registry, repository, tag, variant))
+        key = self.bucket.keys.tag(registry, repository, tag, variant)
+        found = await self._run(self.bucket.get_small, key)
         if found is None:
             return None
         try:

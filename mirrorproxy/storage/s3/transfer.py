@@ -57,7 +57,8 @@ def sign(
     """The URL and signed headers of a request to `key` (blocking: it may fetch credentials)."""
     url = object_url(bucket.client.meta.endpoint_url, bucket.name, key, query)
     request = AWSRequest(method=method, url=url, headers=dict(headers))
-    _DeclaredPayload(bucket.frozen_credentials(), bucket.client.meta.region_name, payload_sha256).add_auth(request)
+    signer = _DeclaredPayload(bucket.frozen_credentials(), bucket.client.meta.region_name, payload_sha256)
+    signer.add_auth(request)
     return url, dict(request.headers.items())
 
 
@@ -74,10 +75,17 @@ class Transfer:
     _silence: float = 60.0
 
     async def _send(
-        self, method: str, key: str, payload_sha256: str, headers: dict[str, str], query: str = "", body: Any = None
+        self,
+        method: str,
+        key: str,
+        payload_sha256: str,
+        headers: dict[str, str],
+        query: str = "",
+        body: Any = None,
     ) -> Any:
         url, signed = await self._run(sign, self._bucket, method, key, payload_sha256, headers, query)
-        sent = self._treq.request(method, url, headers={k: [v] for k, v in signed.items()}, data=body, unbuffered=True)
+        as_lists = {name: [value] for name, value in signed.items()}
+        sent = self._treq.request(method, url, headers=as_lists, data=body, unbuffered=True)
         # Until the answer's headers: silence, not duration, fails a request
         # (a large upload may take long; each chunk it sends resets the clock).
         watchdog = _Watchdog(self._clock, self._silence, sent)
@@ -128,10 +136,10 @@ class Transfer:
         whole = response.code == 200 and offset == 0
         if (response.code != 206 and not whole) or response.length != length:
             response.deliverBody(_Abort())
-            raise S3Error(f"S3 GET s3://{self._bucket.name}/{key}: {response.code}, not the {length} bytes asked for")
+            raise self._error("GET", key, f"{response.code}, not the {length} bytes asked for")
         data = await self._body(response, "GET", key)
         if len(data) != length:
-            raise S3Error(f"S3 GET s3://{self._bucket.name}/{key}: {len(data)} bytes, not the {length} asked for")
+            raise self._error("GET", key, f"{len(data)} bytes, not the {length} asked for")
         return data
 
     async def put(self, key: str, body: IBodyProducer, sha256_hex: str, if_absent: bool = False) -> bool:
@@ -149,7 +157,9 @@ class Transfer:
         await self._body(response, "PUT", key)
         return True
 
-    async def put_part(self, key: str, upload_id: str, number: int, body: IBodyProducer, sha256_hex: str) -> str:
+    async def put_part(
+        self, key: str, upload_id: str, number: int, body: IBodyProducer, sha256_hex: str
+    ) -> str:
         """Upload part `number` of an upload; its ETag, which completing the upload names."""
         query = f"partNumber={number}&uploadId={quote(upload_id, safe='-_.~')}"
         headers = {"x-amz-checksum-sha256": b64_sha256(sha256_hex)}
@@ -159,7 +169,7 @@ class Transfer:
         await self._body(response, "UploadPart", key)
         etag: str = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
         if not etag:
-            raise S3Error(f"S3 UploadPart s3://{self._bucket.name}/{key}: no ETag in the answer")
+            raise self._error("UploadPart", key, "no ETag in the answer")
         return etag
 
 

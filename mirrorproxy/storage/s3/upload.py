@@ -99,4 +99,6 @@ class Uploader:
         try:
             await self._run(self._bucket.abort_upload, key, upload_id)
         except S3Error as e:
-            log.warn("cannot abort the upload {upload_id} of {key}: {error}", upload_id=upload_id, key=key, error=e)
+            log.warn(
+                "cannot abort the upload {upload_id} of {key}: {error}", upload_id=upload_id, key=key, error=e
+            )

@@ -62,7 +62,9 @@ class SeaweedFS:
         # one) or turned off, so runs in parallel never collide.
         ports = {
             name: free_port()
-            for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+            for name in (
+                "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"
+            )
         }
         argv = [
             binary,
@@ -111,7 +113,8 @@ class SeaweedFS:
             try:
                 client.create_bucket(Bucket=bucket)
             except ClientError as e:
-                if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+                code = e.response.get("Error", {}).get("Code")
+                if code not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
                     raise
             client.put_object(Bucket=bucket, Key="ready", Body=b"ok")
         except (BotoCoreError, ClientError):
