@@ -35,10 +35,16 @@ def weed_binary() -> str:
     return found
 
 
+# Where it puts the unix sockets of its gRPC ports whatever TMPDIR says
+# (seaweedfs-<server>-grpc-<port>.sock); removed after it stops.
+_SOCKETS = Path("/tmp")
+
+
 @define(eq=False)
 class SeaweedFS:
     process: Process
     service: S3Service
+    ports: list[int]
 
     @classmethod
     def start(cls, binary: str, directory: Path) -> SeaweedFS:
@@ -92,9 +98,11 @@ class SeaweedFS:
             "-s3.port.lance=0",
             f"-s3.config={identities}",
         ]
-        process = Process.start("seaweedfs", argv, directory / "weed.log", env=child_env(), cwd=directory)
+        # Its gRPC sockets go to the temporary directory: this one's, not /tmp.
+        env = child_env(TMPDIR=str(directory))
+        process = Process.start("seaweedfs", argv, directory / "weed.log", env=env, cwd=directory)
         service = S3Service("seaweedfs", f"http://127.0.0.1:{ports['s3']}", REGION, ACCESS_KEY, SECRET_KEY)
-        server = cls(process, service)
+        server = cls(process, service, list(ports.values()))
         try:
             process.wait_until(server._takes_writes, READY_TIMEOUT, "S3 gateway taking writes")
         except BaseException:
@@ -124,4 +132,7 @@ class SeaweedFS:
     def stop(self) -> None:
         # It hangs after SIGTERM (its filer keeps retrying itself); its data is disposable.
         self.process.stop(timeout=2.0)
+        for port in self.ports:
+            for socket in _SOCKETS.glob(f"seaweedfs-*-grpc-{port}.sock"):
+                socket.unlink(missing_ok=True)
 
