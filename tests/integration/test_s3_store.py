@@ -328,6 +328,9 @@ def test_a_presigned_url_fetches_the_exact_bytes_without_credentials(s3, http, b
     refused = in_reactor(http.get, other)
     in_reactor(refused.content)
     assert refused.code == 403
+    # SigV4 signs for a week at most.
+    with pytest.raises(ValueError, match="expires in 1 to 604800 seconds, not 604801"):
+        blocking(store.presigned_get(HUB, digest, 7 * 24 * 3600 + 1))
 
 
 class _CancelAtPart:

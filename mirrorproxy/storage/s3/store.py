@@ -57,6 +57,8 @@ log = Logger()
 
 # How often a blob's last use is written (as the filesystem store touches files).
 TOUCH_EVERY = 3600.0
+# SigV4's limit: a presigned URL lives at most a week.
+MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
 # How many blobs' last checks a store remembers before it starts afresh.
 _CHECKS_REMEMBERED = 100_000
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
@@ -215,6 +217,8 @@ class S3Store:
     async def presigned_get(self, registry: str, digest: Digest, expires: int) -> str:
         """A URL a client may GET the blob with for `expires` seconds, signed
         with the store's credentials (for redirecting hits to the bucket)."""
+        if not 1 <= expires <= MAX_PRESIGNED_EXPIRY:
+            raise ValueError(f"a presigned URL expires in 1 to {MAX_PRESIGNED_EXPIRY} seconds, not {expires}")
         url: str = await self._run(self.bucket.presigned_get, self._key(registry, digest), expires)
         return url
 
