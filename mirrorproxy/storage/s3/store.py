@@ -16,8 +16,8 @@ What the S3 store promises beyond the interface, and where it differs:
 - **An open blob** reads with ranged GETs.  Objects are immutable by digest,
   so every byte read is right; but a blob removed while open (by this node
   or another: S3 keeps no unlinked-but-open objects) fails its next read
-  with `BlobGone`, an OSError, rather than reading to its end.  The reader
-  then drops its client, who retries.
+  with `BlobGone`, an OSError, rather than reading to its end: never with
+  other bytes.
 """
 
 from __future__ import annotations
