@@ -32,6 +32,7 @@ from .harness.processes import tail
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
 from .harness.s3service import S3Service
+from .harness.seaweedfs import SeaweedFS, weed_binary
 from .harness.skopeo import Skopeo
 from .harness.tokens import TokenIssuer
 from .harness.tools import require_root, require_tool
@@ -118,6 +119,14 @@ def other_upstream(
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
     binary = require_tool("skopeo", "skopeo")
     return Skopeo.prepare(binary, tmp_path_factory.mktemp("skopeo"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """SeaweedFS's S3 gateway: buckets of their own for each test (`new_bucket`)."""
+    server = SeaweedFS.start(weed_binary(), tmp_path_factory.mktemp("seaweedfs"))
+    yield server.service
+    server.stop()
 
 
 @pytest.fixture
