@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ..testca import ServerFiles
+from .harness.ceph import CephPrograms, CephRgw
 from .harness.containerd import Containerd
 from .harness.dockerd import Dockerd
 from .harness.hubfront import BlobCdn, HubFront
@@ -30,6 +31,8 @@ from .harness.podman import Podman
 from .harness.processes import tail
 from .harness.publish import Publisher
 from .harness.registry import UpstreamRegistry
+from .harness.s3service import S3Service
+from .harness.seaweedfs import SeaweedFS, weed_binary
 from .harness.skopeo import Skopeo
 from .harness.tokens import TokenIssuer
 from .harness.tools import require_root, require_tool
@@ -116,6 +119,14 @@ def other_upstream(
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
     binary = require_tool("skopeo", "skopeo")
     return Skopeo.prepare(binary, tmp_path_factory.mktemp("skopeo"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """SeaweedFS's S3 gateway: buckets of their own for each test (`new_bucket`)."""
+    server = SeaweedFS.start(weed_binary(), tmp_path_factory.mktemp("seaweedfs"))
+    yield server.service
+    server.stop()
 
 
 @pytest.fixture
@@ -247,3 +258,13 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
 def dockerd(start_dockerd: Callable[..., Dockerd], mirror: Mirror) -> Dockerd:
     """A dockerd whose Docker Hub mirror is this test's mirror."""
     return start_dockerd(mirrors=[mirror.url])
+
+
+@pytest.fixture(scope="session")
+def ceph_rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """Ceph's S3 gateway (one monitor, one in-memory OSD, radosgw, cephx)
+    and one S3 user's keys: the strict S3 server of the storage contract
+    tests."""
+    cluster = CephRgw.start(CephPrograms.require(), tmp_path_factory.mktemp("ceph"))
+    yield cluster.service
+    cluster.stop()
