@@ -117,6 +117,11 @@ class Claim:
         self._lost_waiters.append(waiter)
         return waiter
 
+    def stop_renewing(self) -> None:
+        """Leave the claim to expire after its ttl unless released first
+        (as a node that froze or died would)."""
+        self._stop()
+
     async def release(self) -> bool:
         """Stop renewing and delete the claim if it is still ours; True if
         it was.  Redis away: False, and the claim expires by itself."""
@@ -186,6 +191,13 @@ class FillClaims:
     # A claim that vanished between our SET NX and our GET is tried again,
     # this many times in all, before giving up to local coalescing.
     _attempts: int = 3
+    # Claims whose SET NX got no answer: Redis may still carry it out (a
+    # hung server does, once it wakes up), leaving a claim nobody renews
+    # or fills.  Removed (if ours) as soon as Redis answers again.
+    _unanswered: dict[str, bytes] = field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._commands.health.watch(self._health_changed)
 
     async def claim(self, registry: str, digest: Digest) -> ClaimOutcome:
         key = self._keys.fill_claim(registry, digest)
@@ -194,10 +206,10 @@ class FillClaims:
         mine = ClaimHolder(self._node.id, self._node.url, self._new_token())
         try:
             for _ in range(self._attempts):
-                ms = max(1, round(self.ttl * 1000))
-                if await self._commands.set_if_absent(key, mine.encode(), ms):
-                    claim = Claim(key, mine, self._commands, self._clock, self.ttl,
-                                  self._clock.seconds())
+                if await self._set_if_absent(key, mine):
+                    claim = Claim(
+                        key, mine, self._commands, self._clock, self.ttl, self._clock.seconds()
+                    )
                     claim.start_renewing()
                     return claim
                 value = await self._commands.get(key)
@@ -214,3 +226,31 @@ class FillClaims:
         Redis cannot say; BadClaimValue if the key holds something else)."""
         value = await self._commands.get(self._keys.fill_claim(registry, digest))
         return None if value is None else ClaimHolder.decode(value)
+
+    async def _set_if_absent(self, key: str, mine: ClaimHolder) -> bool:
+        value = mine.encode()
+        try:
+            return await self._commands.set_if_absent(key, value, max(1, round(self.ttl * 1000)))
+        except RedisUnavailable:
+            if self._commands.health.reachable:
+                self._clean_up(key, value)
+            else:
+                self._unanswered[key] = value
+            raise
+
+    def _health_changed(self, state: object) -> None:
+        if self._commands.health.reachable:
+            unanswered, self._unanswered = self._unanswered, {}
+            for key, value in unanswered.items():
+                self._clean_up(key, value)
+
+    def _clean_up(self, key: str, value: bytes) -> None:
+        def cleaned(removed: bool) -> None:
+            if removed:
+                log.info("removed fill claim {key} set after its SET timed out", key=key)
+
+        def failed(failure: Failure) -> None:
+            failure.trap(RedisUnavailable)
+            self._unanswered.setdefault(key, value)
+
+        self._commands.delete_if_owned(key, value).addCallbacks(cleaned, failed)

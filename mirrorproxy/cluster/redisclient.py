@@ -95,6 +95,8 @@ class RedisClient:
     _extend: Any = field(init=False)
     _delete: Any = field(init=False)
     _pinger: LoopingCall | None = field(default=None, init=False)
+    _running: bool = field(default=False, init=False)
+    _shutdown_trigger: Any = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._extend = self._redis.register_script(EXTEND_IF_OWNED)
@@ -114,12 +116,22 @@ class RedisClient:
         return cls(reactor, client, RedisHealth(reactor, address.display()), timeouts, pool)
 
     def start(self) -> None:
+        self._running = True
         self._pool.start()
+        # As the reactor's own thread pool: its threads must not keep the
+        # process alive once the reactor stopped.
+        self._shutdown_trigger = self._reactor.addSystemEventTrigger(
+            "during", "shutdown", self.stop
+        )
         self._pinger = LoopingCall(self._ping_quietly)
         self._pinger.clock = self._reactor
         self._pinger.start(self._timeouts.ping_interval, now=True)
 
     def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
         # Waits for calls in progress, each bounded by the socket timeouts.
@@ -171,6 +183,8 @@ class RedisClient:
         self, what: str, command: Callable[[redis.Redis], T], even_if_away: bool = False
     ) -> Deferred[T]:
         state = self.health.state
+        if not self._running:
+            return fail(RedisUnavailable(f"{what}: the Redis client is stopped"))
         if not even_if_away and not self.health.reachable:
             return fail(RedisUnavailable(f"{what}: redis {state.describe()}"))
         running: Deferred[T] = deferToThreadPool(
