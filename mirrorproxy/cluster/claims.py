@@ -23,7 +23,7 @@ from typing import Callable
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -86,10 +86,14 @@ class Claim:
     _commands: Commands
     _clock: IReactorTime
     _ttl: float
+    # When the SET, or the latest renewal that worked, was sent: Redis
+    # counts the ttl from when it got it, which is no earlier.
     _renewed_at: float
     lost_reason: str | None = field(default=None, init=False)
     released: bool = field(default=False, init=False)
     _loop: LoopingCall | None = field(default=None, init=False)
+    _deadline: IDelayedCall | None = field(default=None, init=False)
+    _last_error: str = field(default="no answer", init=False)
     _lost_waiters: list[Deferred[str]] = field(factory=list, init=False)
 
     @property
@@ -100,6 +104,7 @@ class Claim:
         self._loop = LoopingCall(self._renew)
         self._loop.clock = self._clock
         self._loop.start(self._ttl / 3, now=False)
+        self._set_deadline()
 
     def when_lost(self) -> Deferred[str]:
         """Fires with the reason if the claim is lost while held (taken
@@ -129,6 +134,7 @@ class Claim:
         if self.released:
             return False
         self.released = True
+        self._cancel_deadline()
         self._lost_waiters.clear()
         try:
             return await self._commands.delete_if_owned(self.key, self.holder.encode())
@@ -140,28 +146,39 @@ class Claim:
         return max(1, round(self._ttl * 1000))
 
     def _renew(self) -> Deferred[None]:
+        sent = self._clock.seconds()
         d = self._commands.extend_if_owned(self.key, self.holder.encode(), self._ms())
-        return d.addCallbacks(self._renewal_answered, self._renewal_failed)
+        return d.addCallbacks(self._renewal_answered, self._renewal_failed, callbackArgs=(sent,))
 
-    def _renewal_answered(self, still_ours: bool) -> None:
-        if self.released:
+    def _renewal_answered(self, still_ours: bool, sent: float) -> None:
+        if not self.held:
             return
         if still_ours:
-            self._renewed_at = self._clock.seconds()
+            self._renewed_at = sent
+            self._set_deadline()
         else:
             self._lose("the claim expired or another node holds it")
 
     def _renewal_failed(self, failure: Failure) -> None:
-        failure.trap(RedisUnavailable)
-        if self.released:
-            return
         # Not renewed is not lost yet: the claim lives until its ttl runs
-        # out from the last renewal that worked.
-        if self._clock.seconds() - self._renewed_at >= self._ttl:
-            self._lose(f"not renewed within {self._ttl:g}s: {failure.getErrorMessage()}")
+        # out from the last renewal that worked (the deadline).
+        failure.trap(RedisUnavailable)
+        self._last_error = failure.getErrorMessage()
+
+    def _set_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        delay = max(0.0, self._renewed_at + self._ttl - self._clock.seconds())
+        self._deadline = self._clock.callLater(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.held:
+            self._lose(f"not renewed within {self._ttl:g}s: {self._last_error}")
 
     def _lose(self, reason: str) -> None:
         self._stop()
+        self._cancel_deadline()
         self.lost_reason = reason
         log.warn("fill claim {key} lost: {reason}", key=self.key, reason=reason)
         waiters, self._lost_waiters = self._lost_waiters, []
@@ -171,6 +188,11 @@ class Claim:
     def _stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
 
 ClaimOutcome = Claim | HeldBy | LocalOnly
@@ -206,10 +228,9 @@ class FillClaims:
         mine = ClaimHolder(self._node.id, self._node.url, self._new_token())
         try:
             for _ in range(self._attempts):
+                sent = self._clock.seconds()
                 if await self._set_if_absent(key, mine):
-                    claim = Claim(
-                        key, mine, self._commands, self._clock, self.ttl, self._clock.seconds()
-                    )
+                    claim = Claim(key, mine, self._commands, self._clock, self.ttl, sent)
                     claim.start_renewing()
                     return claim
                 value = await self._commands.get(key)

@@ -265,3 +265,35 @@ def test_holder_reports_redis_away() -> None:
     redis = FakeCommands(Clock(), away="Connection refused")
     outcome = result(claims_for(redis).holder("docker.io", DIGEST))
     assert isinstance(outcome.value, RedisUnavailable)
+
+
+def test_a_renewal_still_waiting_at_the_deadline_does_not_keep_the_claim() -> None:
+    clock = Clock()
+    redis = FakeCommands(clock)
+    claim = claimed(claims_for(redis))
+    lost = claim.when_lost()
+    redis.hang = True
+    clock.advance(TTL / 3)  # 10: sent, never answered
+    clock.advance(TTL - TTL / 3 - 0.001)
+    assert claim.held
+    clock.advance(0.001)  # 30: the ttl from the SET ran out
+    assert result(lost) == "not renewed within 30s: no answer"
+    redis.hung[0].callback(True)  # too late to count
+    assert not claim.held
+
+
+def test_the_ttl_counts_from_when_the_set_was_sent_not_answered() -> None:
+    clock = Clock()
+    redis = FakeCommands(clock)
+    redis.hang = True
+    pending = Deferred.fromCoroutine(claims_for(redis).claim("docker.io", DIGEST))
+    clock.advance(4)
+    redis.hang = False
+    redis.away = "Connection refused"
+    redis.hung.pop().callback(True)
+    claim = result(pending)
+    lost = claim.when_lost()
+    clock.advance(TTL - 4 - 0.001)
+    assert not lost.called
+    clock.advance(0.001)
+    assert lost.called
