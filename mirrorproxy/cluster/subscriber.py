@@ -20,6 +20,10 @@ from typing import Any, Callable
 import redis
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
 
 # How long one wait for a message lasts; also how quickly `stop` is seen.
 POLL_SECONDS = 0.2
@@ -43,33 +47,45 @@ class PubSubListener:
     # `_answer_within`, and the connection is given up.
     _quiet_after: float
     _answer_within: float
+    # Time, and waiting before a reconnection (True: stop was asked),
+    # replaceable so the loop can be driven step by step in a test.
+    _now: Callable[[], float] = time.monotonic
+    _pause: Callable[[float], bool] | None = None
     _stopping: threading.Event = field(factory=threading.Event, init=False)
     _stopped: Deferred[None] = field(factory=Deferred, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
+    _looping: bool = field(default=False, init=False)
     _delay: float = field(default=FIRST_RETRY_DELAY, init=False)
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._run, name="mirrorproxy-redis-pubsub", daemon=True
+            target=self.run, name="mirrorproxy-redis-pubsub", daemon=True
         )
         self._thread.start()
 
     def stop(self) -> Deferred[None]:
         """Fires once the thread has closed its connection and ended."""
         self._stopping.set()
-        if self._thread is None and not self._stopped.called:
+        if self._thread is None and not self._looping and not self._stopped.called:
             self._stopped.callback(None)
         return self._stopped
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The listening loop, until `stop`: what the thread runs."""
+        self._looping = True
+        pause = self._pause or self._stopping.wait
         try:
             while not self._stopping.is_set():
                 try:
                     self._listen()
-                except (redis.RedisError, OSError) as e:
+                except Exception as e:
+                    if not isinstance(e, (redis.RedisError, OSError)):
+                        self._reactor.callFromThread(
+                            log.failure, "pub/sub listener", Failure(e)
+                        )
                     reason = str(e) or type(e).__name__
                     self._reactor.callFromThread(self._on_lost, reason)
-                    if self._stopping.wait(self._delay):
+                    if pause(self._delay):
                         break
                     self._delay = min(self._delay * 2, LAST_RETRY_DELAY)
         finally:
@@ -80,11 +96,11 @@ class PubSubListener:
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self._channel)
-            heard = time.monotonic()
+            heard = self._now()
             pinged: float | None = None
             while not self._stopping.is_set():
                 message = pubsub.get_message(timeout=POLL_SECONDS)
-                now = time.monotonic()
+                now = self._now()
                 if message is not None:
                     heard, pinged = now, None
                     self._heard(message)
