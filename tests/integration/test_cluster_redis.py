@@ -245,7 +245,8 @@ async def test_tag_records_are_shared_between_nodes(
     a, b = nodes
     assert await b.tags.get(REGISTRY, "library/alpine", "3.20") is None
     await a.tags.put(REGISTRY, "library/alpine", "3.20", RECORD)
-    narrower = TagRecord(Digest("ef" * 32), "application/vnd.docker.distribution.manifest.v2+json", 99, 2e9)
+    docker_v2 = "application/vnd.docker.distribution.manifest.v2+json"
+    narrower = TagRecord(Digest("ef" * 32), docker_v2, 99, 2e9)
     await a.tags.put(REGISTRY, "library/alpine", "3.20", narrower, variant="0123456789abcdef")
     assert await b.tags.get(REGISTRY, "library/alpine", "3.20") == RECORD
     assert await b.tags.get(REGISTRY, "library/alpine", "3.20", "0123456789abcdef") == narrower
@@ -273,16 +274,18 @@ async def test_one_node_at_a_time_revalidates_a_tag(
     assert await b.tags.revalidation_lock(REGISTRY, "library/alpine", "latest") is not None
     owner = a if any(ok and lock is not None for ok, lock in first[0::2]) else b
     other = b if owner is a else a
-    assert await other.tags.release(locks[0]) is True  # a lock is a token, held by value
+    # Released once the record is put: the other node may revalidate next.
+    assert await owner.tags.release(locks[0]) is True
     again = await other.tags.revalidation_lock(REGISTRY, "library/alpine", "3")
     assert again is not None
-    # Not released: it expires after its ttl, and the other node may go.
+    assert await owner.tags.revalidation_lock(REGISTRY, "library/alpine", "3") is None
+    # Never released (its node died): it expires after its ttl.
     started = time.monotonic()
     while (late := await owner.tags.revalidation_lock(REGISTRY, "library/alpine", "3")) is None:
         assert time.monotonic() - started < 3, "the revalidation lock never expired"
         await pause(0.05)
     assert time.monotonic() - started >= 0.4
-    assert await owner.tags.release(again) is False  # expired, and taken since
+    assert await other.tags.release(again) is False  # expired, and taken since
     assert await owner.tags.release(late) is True
 
 
@@ -317,13 +320,14 @@ async def test_a_hung_redis_answers_local_only_within_the_bound_and_recovers(
     a, b = nodes
     # Long enough that a claim left behind would outlive the test.
     a.claims.ttl = 60.0
+    paused_at = reactor.seconds()
     redis_server.pause()
     started = time.monotonic()
     answer = await within(Deferred.fromCoroutine(a.claims.claim(REGISTRY, DIGEST)), BOUND + 1)
     assert time.monotonic() - started < BOUND
     assert isinstance(answer, LocalOnly), answer
     assert isinstance(a.health.state, Unreachable)
-    assert a.health.state.since <= reactor.seconds()
+    assert paused_at <= a.health.state.since <= reactor.seconds()
     # Known to be away: the next answers come at once, not after a timeout.
     started = time.monotonic()
     assert isinstance(await a.claims.claim(REGISTRY, Digest("01" * 32)), LocalOnly)
@@ -351,13 +355,14 @@ async def test_redis_gone_then_restarted_nodes_fall_back_then_resubscribe(
     a, b = nodes
     redis_server.kill()
     started = time.monotonic()
-    answer = await a.claims.claim(REGISTRY, DIGEST) if a.health.reachable else None
+    answer = await within(Deferred.fromCoroutine(a.claims.claim(REGISTRY, DIGEST)), BOUND)
+    assert isinstance(answer, LocalOnly), answer
     await until(lambda: not a.health.reachable and not b.health.reachable, BOUND, "both see it")
     assert time.monotonic() - started < BOUND
-    assert answer is None or isinstance(answer, LocalOnly)
-    state = a.health.state
-    assert isinstance(state, Unreachable)
-    assert "refused" in state.reason.lower() or "closed" in state.reason.lower(), state.reason
+    # Whatever failed first (a pooled connection closed, the subscription
+    # lost), the PINGs that follow are refused, and health says so.
+    await until(lambda: "Connection refused" in a.health.state.describe(), BOUND, "refused")
+    assert a.health.state.describe().startswith("unreachable: ")
     assert isinstance(await a.claims.claim(REGISTRY, DIGEST), LocalOnly)
     with pytest.raises(RedisUnavailable):
         await b.events.publish(CacheStampChanged())

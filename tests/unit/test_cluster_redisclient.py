@@ -100,7 +100,8 @@ class ScriptedRedis:
 
 def client() -> tuple[RedisClient, ThreadlessReactor, HeldPool, ScriptedRedis]:
     reactor, pool, fake = ThreadlessReactor(), HeldPool(), ScriptedRedis()
-    made = RedisClient(reactor, fake, RedisHealth(reactor, "redis://r:6379/0"), TIMEOUTS, pool)  # type: ignore[arg-type]
+    health = RedisHealth(reactor, "redis://r:6379/0")
+    made = RedisClient(reactor, fake, health, TIMEOUTS, pool)  # type: ignore[arg-type]
     made.start()
     pool.run_next()  # the first PING, at start
     return made, reactor, pool, fake
