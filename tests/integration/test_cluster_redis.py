@@ -45,7 +45,7 @@ T = TypeVar("T")
 TIMEOUTS = RedisTimeouts(connect=0.5, command=0.5, ping_interval=0.2)
 # The longest a call may take with Redis hung, plus the reactor's slack.
 BOUND = TIMEOUTS.call_bound + 0.5
-CLAIM_TTL = 1.0
+CLAIM_TTL = 1.5
 REGISTRY = "registry-1.docker.io"
 DIGEST = Digest("ab" * 32)
 RECORD = TagRecord(Digest("cd" * 32), "application/vnd.oci.image.index.v1+json", 1234, 1.5e9)
@@ -333,7 +333,7 @@ async def test_a_hung_redis_answers_local_only_within_the_bound_and_recovers(
     assert isinstance(await a.claims.claim(REGISTRY, Digest("01" * 32)), LocalOnly)
     with pytest.raises(RedisUnavailable):
         await a.tags.get(REGISTRY, "library/alpine", "3.20")
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < TIMEOUTS.command / 2
     # The other node notices through its PING alone.
     await until(lambda: not b.health.reachable, BOUND + 1, "node b sees Redis hung")
 
