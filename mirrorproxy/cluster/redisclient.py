@@ -15,6 +15,8 @@ fail at once instead of each waiting for its timeout, and the PING, every
 
 from __future__ import annotations
 
+import threading
+from functools import partial
 from typing import Any, Callable, TypeVar
 
 import redis
@@ -113,6 +115,9 @@ class RedisClient:
         # One connection a thread, so no call waits for a connection.
         client = make_redis(address, timeouts, max_connections=threads)
         pool = ThreadPool(minthreads=0, maxthreads=threads, name="mirrorproxy-redis")
+        # A call outliving the reactor (stopped without `stop`) must not keep
+        # the process alive: nothing in a Redis call needs finishing.
+        pool.threadFactory = partial(threading.Thread, daemon=True)  # type: ignore[assignment]
         return cls(reactor, client, RedisHealth(reactor, address.display()), timeouts, pool)
 
     def start(self) -> None:
@@ -121,7 +126,7 @@ class RedisClient:
         # As the reactor's own thread pool: its threads must not keep the
         # process alive once the reactor stopped.
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
-            "during", "shutdown", self.stop
+            "during", "shutdown", self._reactor_stopping
         )
         self._pinger = LoopingCall(self._ping_quietly)
         self._pinger.clock = self._reactor
@@ -131,12 +136,18 @@ class RedisClient:
         if not self._running:
             return
         self._running = False
-        self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+        if self._shutdown_trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
         # Waits for calls in progress, each bounded by the socket timeouts.
         self._pool.stop()
         self._redis.close()
+
+    def _reactor_stopping(self) -> None:
+        self._shutdown_trigger = None  # being fired: no longer removable
+        self.stop()
 
     def set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> Deferred[bool]:
         return self._call(

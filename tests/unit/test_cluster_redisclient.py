@@ -25,7 +25,7 @@ class ThreadlessReactor(Clock):
 
     def __init__(self) -> None:
         super().__init__()
-        self.triggers: list[tuple[str, str, Callable[[], None]]] = []
+        self.triggers: list[tuple[str, str, Callable[[], None]] | None] = []
 
     def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         f(*args, **kwargs)
@@ -35,7 +35,16 @@ class ThreadlessReactor(Clock):
         return len(self.triggers)
 
     def removeSystemEventTrigger(self, trigger: int) -> None:
-        pass
+        # A trigger that fired is gone: removing it fails, as in Twisted.
+        if self.triggers[trigger - 1] is None:
+            raise ValueError("list.remove(x): x not in list")
+        self.triggers[trigger - 1] = None
+
+    def shut_down(self) -> None:
+        for i, trigger in enumerate(list(self.triggers)):
+            if trigger is not None and trigger[:2] == ("during", "shutdown"):
+                self.triggers[i] = None
+                trigger[2]()
 
 
 @define(eq=False)
@@ -190,3 +199,17 @@ def test_a_stopped_client_refuses_at_once_and_stops_once() -> None:
     assert str(failure_of(made.get("k"))) == "GET k: the Redis client is stopped"
     reactor.advance(TIMEOUTS.ping_interval * 3)
     assert pool.waiting == []  # no more PINGs
+
+
+def test_the_reactor_shutting_down_stops_the_client() -> None:
+    made, reactor, pool, fake = client()
+    reactor.shut_down()
+    assert pool.stopped and fake.closed
+    made.stop()  # and stopping again later does nothing
+    assert str(failure_of(made.ping())) == "PING: the Redis client is stopped"
+
+
+def test_a_client_stopped_first_leaves_no_shutdown_trigger() -> None:
+    made, reactor, pool, fake = client()
+    made.stop()
+    assert reactor.triggers == [None]
