@@ -40,6 +40,8 @@ from .conftest import show_log_on_failure
 from .harness.redisserver import RedisServer
 from .harness.tools import require_tool
 
+pytestmark = pytest.mark.integration
+
 T = TypeVar("T")
 
 TIMEOUTS = RedisTimeouts(connect=0.5, command=0.5, ping_interval=0.2)
