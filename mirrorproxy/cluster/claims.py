@@ -9,10 +9,18 @@ compare-and-delete, so a node never removes a claim that expired and was
 taken by another.  A holder that dies stops renewing, and after the ttl
 another node can claim the digest.
 
-Three answers: `Claim` (ours: fill, then release), `HeldBy` (follow that
-node), `LocalOnly` (Redis cannot say: coalesce this node's own requests,
-fetch from upstream).  While Redis is known to be away, `LocalOnly` comes
-at once.
+Three answers: `Claim` (ours: fill, then release; `when_lost` says if it
+was lost on the way), `HeldBy` (follow that node), `LocalOnly` (Redis
+cannot say: coalesce this node's own requests, fetch from upstream).  While
+Redis is known to be away, `LocalOnly` comes at once.  `HeldBy` may name
+this very node (a claim of its previous life, before a restart, not yet
+expired): following itself finds no such fill, as following a dead node
+does, and the caller falls back the same way.
+
+A claim whose SET got no answer may still have been carried out (a hung
+Redis does so when it wakes); it is removed, if still ours, as soon as
+Redis answers again, so it does not stand unfilled for a whole ttl.  (If
+the SET lands after that removal, it expires by itself.)
 """
 
 from __future__ import annotations
@@ -69,11 +77,15 @@ class ClaimHolder:
 
 @frozen
 class HeldBy:
+    """Another fill holds the claim: follow `holder.url`."""
+
     holder: ClaimHolder
 
 
 @frozen
 class LocalOnly:
+    """Redis cannot coordinate this fill (`reason`): coalesce locally."""
+
     reason: str
 
 
@@ -216,7 +228,7 @@ class FillClaims:
     # Claims whose SET NX got no answer: Redis may still carry it out (a
     # hung server does, once it wakes up), leaving a claim nobody renews
     # or fills.  Removed (if ours) as soon as Redis answers again.
-    _unanswered: dict[str, bytes] = field(factory=dict, init=False)
+    _unanswered: set[tuple[str, bytes]] = field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._commands.health.watch(self._health_changed)
@@ -256,13 +268,13 @@ class FillClaims:
             if self._commands.health.reachable:
                 self._clean_up(key, value)
             else:
-                self._unanswered[key] = value
+                self._unanswered.add((key, value))
             raise
 
     def _health_changed(self, state: object) -> None:
         if self._commands.health.reachable:
-            unanswered, self._unanswered = self._unanswered, {}
-            for key, value in unanswered.items():
+            unanswered, self._unanswered = self._unanswered, set()
+            for key, value in sorted(unanswered):
                 self._clean_up(key, value)
 
     def _clean_up(self, key: str, value: bytes) -> None:
@@ -272,6 +284,6 @@ class FillClaims:
 
         def failed(failure: Failure) -> None:
             failure.trap(RedisUnavailable)
-            self._unanswered.setdefault(key, value)
+            self._unanswered.add((key, value))
 
         self._commands.delete_if_owned(key, value).addCallbacks(cleaned, failed)

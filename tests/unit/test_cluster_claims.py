@@ -297,3 +297,21 @@ def test_the_ttl_counts_from_when_the_set_was_sent_not_answered() -> None:
     assert not lost.called
     clock.advance(0.001)
     assert lost.called
+
+
+def test_every_unanswered_claim_of_a_digest_is_cleaned_up_not_just_the_last() -> None:
+    redis = FakeCommands(Clock())
+    claims = claims_for(redis)
+    redis.hang = True
+    first = Deferred.fromCoroutine(claims.claim("docker.io", DIGEST))
+    second = Deferred.fromCoroutine(claims.claim("docker.io", DIGEST))
+    redis.health.failed("timeout")
+    for pending in redis.hung:
+        pending.errback(RedisUnavailable("timeout"))
+    assert isinstance(result(first), LocalOnly) and isinstance(result(second), LocalOnly)
+    # Redis carried out the first SET; the second found the key taken.
+    redis.values[KEY] = (ClaimHolder("a", "http://a:5000", "a-token-0").encode(), None)
+    redis.hang = False
+    redis.health.succeeded()
+    assert redis.names()[-2:] == ["delete_if_owned", "delete_if_owned"]
+    assert KEY not in redis.values
