@@ -40,12 +40,15 @@ class Coordination:
         keys: KeySpace = KeySpace(),
         timeouts: RedisTimeouts = RedisTimeouts(),
         claim_ttl: float = DEFAULT_TTL,
+        ca_file: str | None = None,
     ) -> Coordination:
-        client = RedisClient.for_address(reactor, address, timeouts)
+        """`ca_file`: the CAs a rediss:// server's certificate must chain to
+        (the system's without it)."""
+        client = RedisClient.for_address(reactor, address, timeouts, ca_file=ca_file)
         events = ClusterEvents(client, node, keys)
         listener = PubSubListener(
             reactor,
-            lambda: make_redis(address, timeouts),
+            lambda: make_redis(address, timeouts, ca_file),
             events.channel,
             events.message,
             events.became_subscribed,

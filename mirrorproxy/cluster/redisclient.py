@@ -68,8 +68,18 @@ class RedisTimeouts:
         return self.connect + self.command
 
 
-def make_redis(address: RedisAddress, timeouts: RedisTimeouts, **options: Any) -> redis.Redis:
-    """A redis-py client for `address` that never retries on its own."""
+def make_redis(
+    address: RedisAddress, timeouts: RedisTimeouts, ca_file: str | None = None, **options: Any
+) -> redis.Redis:
+    """A redis-py client for `address` that never retries on its own.  Over
+    TLS (rediss://) the server's certificate must name its host and chain
+    to `ca_file`, or to the system's CAs without one."""
+    if address.tls:
+        options |= {
+            "ssl_ca_certs": ca_file,
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+        }
     return redis.Redis(
         host=address.host,
         port=address.port,
@@ -111,9 +121,10 @@ class RedisClient:
         address: RedisAddress,
         timeouts: RedisTimeouts = RedisTimeouts(),
         threads: int = 4,
+        ca_file: str | None = None,
     ) -> RedisClient:
         # One connection a thread, so no call waits for a connection.
-        client = make_redis(address, timeouts, max_connections=threads)
+        client = make_redis(address, timeouts, ca_file, max_connections=threads)
         pool = ThreadPool(minthreads=0, maxthreads=threads, name="mirrorproxy-redis")
         # A call outliving the reactor (stopped without `stop`) must not keep
         # the process alive: nothing in a Redis call needs finishing.

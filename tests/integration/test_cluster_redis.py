@@ -36,6 +36,7 @@ from mirrorproxy.cluster.redisclient import RedisTimeouts
 from mirrorproxy.registry.names import Digest
 from mirrorproxy.storage.values import TagRecord
 
+from ..testca import TestCA
 from .conftest import show_log_on_failure
 from .harness.redisserver import RedisServer
 from .harness.tools import require_tool
@@ -413,5 +414,43 @@ async def test_a_password_in_the_url_is_used_and_a_wrong_one_is_reported(
         assert "password" in state.reason.lower() or "auth" in state.reason.lower(), state.reason
         assert isinstance(await wrong.claims.claim(REGISTRY, DIGEST), LocalOnly)
         await wrong.stop()
+    finally:
+        server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rediss_checks_the_servers_certificate_against_the_ca_given(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    binary = require_tool("redis-server", "redis-server")
+    ca = TestCA.generate()
+    files = ca.issue_server(tmp_path / "tls")
+    server = RedisServer.start(binary, tmp_path / "redis", tls=files)
+    show_log_on_failure(request, "redis-server", server.log_path)
+    address = parse_redis_url(server.url())
+    assert address.tls
+    try:
+        trusting = Coordination.build(
+            reactor, address, Node("node-a", "http://a"), timeouts=TIMEOUTS,
+            ca_file=str(files.ca_certificate),
+        )  # fmt: skip
+        trusting.start()
+        await within(trusting.events.when_subscribed(), 5)
+        await until(lambda: trusting.health.reachable, 5, "TLS with the test CA")
+        claim = await trusting.claims.claim(REGISTRY, DIGEST)
+        assert isinstance(claim, Claim)
+        await trusting.stop()
+
+        # The system's CAs do not know the test CA: refused, and said why.
+        doubting = Coordination.build(
+            reactor, address, Node("node-b", "http://b"), timeouts=TIMEOUTS
+        )
+        doubting.start()
+        await until(lambda: doubting.health.failures > 0, 5, "the certificate is refused")
+        state = doubting.health.state
+        assert isinstance(state, Unreachable)
+        assert "certificate verify failed" in state.reason, state.reason
+        assert isinstance(await doubting.claims.claim(REGISTRY, DIGEST), LocalOnly)
+        await doubting.stop()
     finally:
         server.stop()

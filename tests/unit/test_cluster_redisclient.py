@@ -15,7 +15,8 @@ from twisted.python.failure import Failure
 
 from mirrorproxy.cluster.commands import RedisUnavailable
 from mirrorproxy.cluster.health import RedisHealth
-from mirrorproxy.cluster.redisclient import RedisClient, RedisTimeouts
+from mirrorproxy.cluster.address import parse_redis_url
+from mirrorproxy.cluster.redisclient import RedisClient, RedisTimeouts, make_redis
 
 TIMEOUTS = RedisTimeouts(connect=1.0, command=3.0, ping_interval=2.0)
 
@@ -213,3 +214,21 @@ def test_a_client_stopped_first_leaves_no_shutdown_trigger() -> None:
     made, reactor, pool, fake = client()
     made.stop()
     assert reactor.triggers == [None]
+
+
+def test_redis_py_is_set_up_bounded_without_retries_and_verifying_tls() -> None:
+    timeouts = RedisTimeouts(connect=1.5, command=2.5)
+    plain = make_redis(parse_redis_url("redis://u:p@h:1/2"), timeouts, max_connections=4)
+    assert plain.connection_pool.connection_class is redis.Connection
+    options = plain.connection_pool.connection_kwargs
+    assert (options["host"], options["port"], options["db"]) == ("h", 1, 2)
+    assert (options["username"], options["password"]) == ("u", "p")
+    assert (options["socket_connect_timeout"], options["socket_timeout"]) == (1.5, 2.5)
+    assert options["retry"].get_retries() == 0
+    assert plain.connection_pool.max_connections == 4
+
+    tls = make_redis(parse_redis_url("rediss://h:1/0"), timeouts, "/etc/ca.pem")
+    assert tls.connection_pool.connection_class is redis.SSLConnection
+    options = tls.connection_pool.connection_kwargs
+    assert options["ssl_ca_certs"] == "/etc/ca.pem"
+    assert (options["ssl_cert_reqs"], options["ssl_check_hostname"]) == ("required", True)

@@ -1,5 +1,6 @@
 """A real redis-server for the coordination tests: its own port on
-127.0.0.1, its own directory, nothing saved (no RDB, no AOF).
+127.0.0.1 (plain, or TLS only), its own directory, nothing saved (no RDB,
+no AOF).
 
 Faults on demand: `pause` (SIGSTOP: connections are accepted by the
 kernel, nothing is answered, as a hung server), `resume`, `kill` (SIGKILL:
@@ -11,20 +12,23 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 from pathlib import Path
 from urllib.parse import quote
 
 from attrs import define, field
 
+from ...testca import ServerFiles
 from .processes import Process, free_port
 
 START_TIMEOUT = 10.0
 
 
-def answers_ping(port: int, password: str | None = None) -> bool:
-    """Whether a server on `port` answers PING (after AUTH, if given)."""
+def answers_ping(port: int, password: str | None = None, ca_file: Path | None = None) -> bool:
+    """Whether a server on `port` answers PING (after AUTH, if given; over
+    TLS, checked against `ca_file`, if given)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+        with _connect(port, ca_file) as sock:
             if password is not None:
                 secret = password.encode()
                 sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
@@ -36,18 +40,35 @@ def answers_ping(port: int, password: str | None = None) -> bool:
         return False
 
 
+def _connect(port: int, ca_file: Path | None) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    if ca_file is None:
+        return sock
+    return ssl.create_default_context(cafile=str(ca_file)).wrap_socket(
+        sock, server_hostname="127.0.0.1"
+    )
+
+
 @define(eq=False)
 class RedisServer:
     binary: str
     directory: Path
     port: int
     password: str | None = None
+    # A certificate (for 127.0.0.1) and key: TLS only, on `port`.
+    tls: ServerFiles | None = None
     _process: Process | None = field(default=None, init=False)
     _paused: bool = field(default=False, init=False)
 
     @classmethod
-    def start(cls, binary: str, directory: Path, password: str | None = None) -> RedisServer:
-        server = cls(binary, directory, free_port(), password)
+    def start(
+        cls,
+        binary: str,
+        directory: Path,
+        password: str | None = None,
+        tls: ServerFiles | None = None,
+    ) -> RedisServer:
+        server = cls(binary, directory, free_port(), password, tls)
         server._launch()
         return server
 
@@ -57,13 +78,25 @@ class RedisServer:
 
     def url(self, db: int = 0) -> str:
         userinfo = f":{quote(self.password, safe='')}@" if self.password is not None else ""
-        return f"redis://{userinfo}127.0.0.1:{self.port}/{db}"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{userinfo}127.0.0.1:{self.port}/{db}"
 
     def _launch(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            listen = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.certificate),
+                "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca_certificate),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         argv = [
             self.binary,
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--save", "",
@@ -76,7 +109,11 @@ class RedisServer:
         self._process = Process.start("redis-server", argv, self.log_path)
         self._paused = False
         self._process.wait_until(
-            lambda: answers_ping(self.port, self.password), START_TIMEOUT, "answer to PING"
+            lambda: answers_ping(
+                self.port, self.password, self.tls.ca_certificate if self.tls else None
+            ),
+            START_TIMEOUT,
+            "answer to PING",
         )
 
     def _running(self) -> Process:
