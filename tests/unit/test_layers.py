@@ -1,9 +1,11 @@
 """The packages' arrows point down, and nothing goes round in circles.
 
-registry and common are used by all; storage and upstream by the cache; the
-cache by the API; the API by the server.  The admin command may use what it
-likes, but nothing of the server's imports it.  Read from the source, so a
-new import that breaks the layering fails here, not in review.
+registry and common are used by all; storage and upstream by the cache, and
+cluster (coordination through Redis, which keeps the stores' tag records) by
+the cache too; the cache by the API; the API by the server.  The admin
+command may use what it likes, but nothing of the server's imports it.
+Read from the source, so a new import that breaks the layering fails here,
+not in review.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ ALLOWED = {
     "common": set(),
     "storage": {"registry", "common"},
     "upstream": {"registry", "common"},
-    "cache": {"registry", "common", "storage", "upstream"},
-    "api": {"registry", "common", "storage", "upstream", "cache"},
-    "server": {"registry", "common", "storage", "upstream", "cache", "api"},
-    "admin": {"registry", "common", "storage", "upstream", "cache", "server"},
+    # Coordination between nodes through Redis; tag records are the stores'.
+    "cluster": {"registry", "common", "storage"},
+    "cache": {"registry", "common", "storage", "upstream", "cluster"},
+    "api": {"registry", "common", "storage", "upstream", "cluster", "cache"},
+    "server": {"registry", "common", "storage", "upstream", "cluster", "cache", "api"},
+    "admin": {"registry", "common", "storage", "upstream", "cluster", "cache", "server"},
 }
 
 
