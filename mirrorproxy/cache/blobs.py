@@ -21,6 +21,8 @@ from ..common.runner import Runner
 from ..registry.names import Digest
 from ..storage import ICacheStore, IDescriptorBlob
 from ..upstream.client import UpstreamClient
+from .cluster.node import ClusterNode
+from .cluster.origin import BlobSource, ClusterOrigin
 from .eviction import Evictor
 from .fill import Fill, FillFailed, FillGone
 from .fill.state import FailureKind, FillState
@@ -93,6 +95,9 @@ class BlobCache:
     # Responses streaming each digest now: eviction leaves these alone.
     _serving: Counter[Digest] = field(factory=Counter)
     evictor: Evictor | None = None
+    # A node of a cluster: fills come from the bucket, a peer or upstream,
+    # and what came from elsewhere than the bucket is put there.
+    cluster: ClusterNode | None = None
 
     def in_use(self) -> set[tuple[str, str]]:
         digests = set(self._fills) | {d for d, n in self._serving.items() if n > 0}
@@ -119,6 +124,10 @@ class BlobCache:
         size = await self._store.blob_size(self._registry, digest)
         if size is not None:
             return size
+        if self.cluster is not None:
+            size = await self.cluster.blob_size(self._registry, digest)
+            if size is not None:
+                return size
         return await self._upstream.head_blob(repository, digest)
 
     async def open(self, repository: str, digest: Digest, local_only: bool = False) -> OpenBlob:
@@ -165,6 +174,7 @@ class BlobCache:
         return OpenBlob(source, size, outcome, fd, self._run, lambda: self._done_with(digest))
 
     def _start(self, repository: str, digest: Digest) -> Fill:
+        origin = self._upstream if self.cluster is None else self.cluster.origin(self._registry, self._upstream)
         fill = Fill(
             self._registry,
             digest,
@@ -172,14 +182,27 @@ class BlobCache:
             self._run,
             self._clock,
             self._silence,
-            origin=self._upstream,
+            origin=origin,
             repository=repository,
         )
         self._fills[digest] = fill
         log.info("miss {repository}@{digest}: fetching", repository=repository, digest=str(digest))
         fill.done.addCallback(self._fill_over, fill)
+        if isinstance(origin, ClusterOrigin):
+            fill.done.addCallback(lambda _: Deferred.fromCoroutine(self._shared(fill, origin)))
         Deferred.fromCoroutine(fill.fetch())
         return fill
+
+    async def _shared(self, fill: Fill, origin: ClusterOrigin) -> None:
+        """After a cluster node's fill: what it fetched (from upstream or a
+        peer) goes in the bucket, then its claim goes, so a node that finds
+        the claim gone finds the blob in the bucket."""
+        assert self.cluster is not None
+        try:
+            if fill.state is FillState.COMMITTED and origin.source is not BlobSource.BUCKET:
+                await self.cluster.publish(self._store, self._registry, fill.digest)
+        finally:
+            await origin.finished()
 
     def _fill_over(self, _: object, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:

@@ -247,19 +247,34 @@ class S3Store:
         return os.dup(fd)
 
     async def commit_blob(self, spool: Spool, registry: str, digest: Digest) -> None:
-        uploader = Uploader(self.bucket, self._transfer, self._run, self.multipart_threshold, self.part_size)
         try:
-            size: int = (await self._run(os.fstat, spool.fd)).st_size
-            added = await uploader.upload(spool.fd, size, self._key(registry, digest), digest)
-        except OSError as e:
-            self.writes.failed(e)
-            raise
+            await self.upload_blob(spool.fd, registry, digest)
         finally:
             # The spool's descriptor stays open (its readers read on); its name goes.
             await self._run(_unlink, spool.path)
+
+    async def upload_blob(self, fd: int, registry: str, digest: Digest) -> bool:
+        """Put the verified blob open at `fd` in the bucket, unless it is
+        there already (whoever put it, the bytes are the same); whether this
+        call added it.  The file is left as it is: a cluster node uploads
+        what its own cache committed."""
+        uploader = Uploader(self.bucket, self._transfer, self._run, self.multipart_threshold, self.part_size)
+        try:
+            size: int = (await self._run(os.fstat, fd)).st_size
+            added: bool = await uploader.upload(fd, size, self._key(registry, digest), digest)
+        except OSError as e:
+            self.writes.failed(e)
+            raise
         self.writes.succeeded()
         if added:
             self._count(size)
+        return added
+
+    async def blob_response(self, registry: str, digest: Digest, start: int = 0) -> Any:
+        """The blob's bytes from `start` as an HTTP response whose body the
+        caller delivers or discards (a fill's origin); None if the bucket
+        lacks it."""
+        return await self._transfer.open_stream(self._key(registry, digest), start)
 
     async def discard(self, spool: Spool) -> None:
         await self._run(_discard, spool.fd, spool.path)

@@ -142,6 +142,19 @@ class Transfer:
             raise self._error("GET", key, f"{len(data)} bytes, not the {length} asked for")
         return data
 
+    async def open_stream(self, key: str, start: int = 0) -> Any:
+        """The object at `key` from `start` on, its body not yet read (the
+        caller delivers or discards it): a 200 with the whole object or a
+        206 from `start`; None if there is no such object."""
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        response = await self._send("GET", key, EMPTY_SHA256, headers)
+        if response.code == 404:
+            await self._body(response, "GET", key)
+            return None
+        if response.code not in (200, 206):
+            raise await self._failure(response, "GET", key)
+        return response
+
     async def put(self, key: str, body: IBodyProducer, sha256_hex: str, if_absent: bool = False) -> bool:
         """PUT `body`, whose sha256 the server checks (the signed payload hash
         and the checksum header); False if `if_absent` and an object was already there."""

@@ -1,0 +1,95 @@
+"""What this node shares with the other nodes of its cluster: the bucket,
+the fill claims in Redis, the peers' fills; and what it counts of them.
+
+Nothing here is allowed to make a pull fail that a single mirror would
+serve: the bucket unreachable means fills from peers or upstream and no
+upload (logged, counted); Redis unreachable means each node coalesces only
+its own clients (the claims answer local-only).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IResponse
+
+from ...cluster.claims import ClaimOutcome, LocalOnly
+from ...cluster.coordination import Coordination
+from ...registry.names import Digest
+from ...storage import ICacheStore
+from ...storage.s3.store import S3Store
+from ...upstream.client import UpstreamClient
+from .origin import ClusterOrigin
+from .peers import peer_blob
+
+log = Logger()
+
+
+@define(eq=False)
+class ClusterNode:
+    bucket: S3Store
+    # None: no Redis; each node fetches for its own clients only.
+    coordination: Coordination | None
+    # For following other nodes' fills.
+    peers: Any
+    node_id: str
+    _clock: IReactorTime
+    # Fills by where their bytes came from ("bucket", "peer", "upstream").
+    fills_by_source: Counter[str] = field(factory=Counter)
+    # Blobs put in the bucket by this node: "added", "present" (another
+    # node was first), "failed".
+    uploads: Counter[str] = field(factory=Counter)
+    # Calls to the bucket that failed, by what was asked.
+    bucket_errors: Counter[str] = field(factory=Counter)
+
+    def origin(self, registry: str, upstream: UpstreamClient) -> ClusterOrigin:
+        return ClusterOrigin(self, registry, upstream)
+
+    async def from_bucket(self, registry: str, digest: Digest, start: int) -> IResponse | None:
+        try:
+            response: IResponse | None = await self.bucket.blob_response(registry, digest, start)
+            return response
+        except Exception as e:
+            self.bucket_errors["read"] += 1
+            log.warn("bucket: cannot read {digest}: {error}", digest=str(digest), error=str(e))
+            return None
+
+    async def blob_size(self, registry: str, digest: Digest) -> int | None:
+        try:
+            size: int | None = await self.bucket.blob_size(registry, digest)
+            return size
+        except Exception as e:
+            self.bucket_errors["head"] += 1
+            log.warn("bucket: cannot look up {digest}: {error}", digest=str(digest), error=str(e))
+            return None
+
+    async def claim(self, registry: str, digest: Digest) -> ClaimOutcome:
+        if self.coordination is None:
+            return LocalOnly("no redis")
+        return await self.coordination.claims.claim(registry, digest)
+
+    async def from_peer(
+        self, url: str, registry: str, repository: str, digest: Digest, start: int
+    ) -> IResponse | None:
+        return await peer_blob(self.peers, self.node_id, url, registry, repository, digest, start)
+
+    async def publish(self, local: ICacheStore, registry: str, digest: Digest) -> None:
+        """Put what this node's cache just committed in the bucket, for the
+        other nodes (and this one, once its local tier lets it go)."""
+        opened = await local.open_blob(registry, digest)
+        if opened is None:
+            return
+        try:
+            fd = getattr(opened, "fd")
+            added = await self.bucket.upload_blob(fd, registry, digest)
+        except Exception as e:
+            self.uploads["failed"] += 1
+            log.warn("bucket: cannot upload {digest}: {error}", digest=str(digest), error=str(e))
+            return
+        finally:
+            opened.close()
+        self.uploads["added" if added else "present"] += 1
