@@ -11,6 +11,7 @@ from ..upstream.settings import (
     Timeouts,
     UpstreamRegistry,
 )
+from .clustersettings import ClusterSettings
 
 DEFAULT_LISTEN = "tcp:5000"
 DEFAULT_CACHE_DIR = "mirrorproxy-cache"
@@ -75,6 +76,9 @@ class Settings:
     registries: tuple[RegistrySettings, ...] = ()
     # Host names clients reach the mirror by -> the registry they mean.
     hosts: tuple[tuple[str, str], ...] = ()
+    # Shared storage and coordination: one node of several, or (default)
+    # a mirror on its own.
+    cluster: ClusterSettings = field(factory=ClusterSettings)
 
     def served(self) -> tuple[RegistrySettings, ...]:
         """The registries the mirror serves, in the order given."""

@@ -19,6 +19,7 @@ from ..cache.eviction import parse_size
 from ..cache.negative import DEFAULT_NEGATIVE_TTL
 from ..common.errors import ConfigError
 from ..upstream.settings import DOCKER_HUB_URL, Credentials, Timeouts, UpstreamRegistry
+from .clustersettings import cluster_settings_from
 from .config import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DRAIN_TIMEOUT,
@@ -54,8 +55,18 @@ TOP_LEVEL: dict[str, tuple[Check, str]] = {
     "max-connections": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a positive whole number"),
     "log-format": (is_str, "text, json or journal"),
     "log-level": (is_str, "debug, info, warn, error or critical"),
+    "storage": (is_str, "an s3://BUCKET/PREFIX URL"),
+    "s3-endpoint": (is_str, "an http(s) URL"),
+    "s3-region": (is_str, "a region name"),
+    "redis": (is_str, "a redis://HOST:PORT/DB URL"),
+    "advertise": (is_str, "an http(s) URL"),
+    "blob-redirect": (is_str, "off, presigned or a CDN's base URL"),
 }
 TABLES: dict[str, dict[str, tuple[Check, str]]] = {
+    "s3-credentials": {
+        "access-key-id": (is_str, "an access key id"),
+        "secret-access-key": (is_str, "a secret access key"),
+    },
     "upstream-credentials": {
         "username": (is_str, "a user name"),
         "password": (is_str, "a password"),
@@ -66,7 +77,7 @@ TABLES: dict[str, dict[str, tuple[Check, str]]] = {
         "body-silence": (is_number, "a number of seconds"),
     },
 }
-SECRET_TABLES = frozenset({"upstream-credentials"})
+SECRET_TABLES = frozenset({"upstream-credentials", "s3-credentials"})
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -108,7 +119,11 @@ def _check(path: str, key: str, rule: tuple[Check, str] | None, value: Any) -> N
 def _holds_secret(document: dict[str, Any]) -> bool:
     if any(table in document for table in SECRET_TABLES):
         return True
-    return proxy_has_password(document.get("upstream-proxy", "")) or holds_secret(document.get("registries"))
+    return (
+        proxy_has_password(document.get("upstream-proxy", ""))
+        or proxy_has_password(document.get("redis", ""))
+        or holds_secret(document.get("registries"))
+    )
 
 
 def settings_from(values: dict[str, Any], environ: Any) -> Settings:
@@ -172,6 +187,7 @@ def settings_from(values: dict[str, Any], environ: Any) -> Settings:
         negative_ttl=_seconds(values, "negative-ttl", DEFAULT_NEGATIVE_TTL),
         registries=registries,
         hosts=hosts,
+        cluster=cluster_settings_from(values),
     )
 
 

@@ -37,6 +37,7 @@ from ..upstream.client import UpstreamClient
 from ..upstream.egress import INSECURE_WARNING, make_agent, proxy_settings
 from ..upstream.egress.addresses import AddressPolicy
 from .channel import MirrorSite
+from .clusterbuild import CoordinationService, Shared, build_shared
 from .config import RegistrySettings, Settings
 from .connections import ConnectionGate, default_max_connections, descriptor_limit
 from .drain import GracefulService
@@ -66,15 +67,18 @@ Clients = Callable[[RegistrySettings], tuple[HTTPClient, HTTPClient | None]]
 
 
 def build_caches(
-    settings: Settings, clients: Clients, clock: IReactorTime, run: Runner
+    settings: Settings, clients: Clients, clock: IReactorTime, run: Runner, shared: Shared | None = None
 ) -> list[RegistryCache]:
     """Every registry's cache, over one store; the unit tests use this too.
 
     Each registry has its own client, tokens, tag records, manifests, blobs
     and remembered 404s, keyed in the store by its namespace; one evictor
-    keeps the whole store under its size."""
-    store = FilesystemStore(settings.cache_dir, run)
+    keeps the whole store (a cluster node's local tier) under its size."""
+    store: ICacheStore = FilesystemStore(settings.cache_dir, run) if shared is None else shared.store
     caches = [_registry_cache(registry, settings, store, clients, clock, run) for registry in settings.served()]
+    if shared is not None:
+        for cache in caches:
+            cache.blobs.cluster = shared.node
     if settings.max_cache_size is not None:
 
         def in_use() -> set[tuple[str, str]]:
@@ -185,7 +189,12 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
             log.warn("{registry}: {warning}", registry=registry.namespace, warning=INSECURE_WARNING)
         return agent_with_pool(registry, None), agent_with_pool(registry, redirect_policy(registry))
 
-    caches = build_caches(settings, clients, reactor, run)
+    shared = None
+    if settings.cluster.shared:
+        shared = build_shared(settings.cluster, settings.cache_dir, reactor, run)
+        if shared.coordination is not None:
+            top.add_backend(CoordinationService(shared.coordination))
+    caches = build_caches(settings, clients, reactor, run, shared)
     store = caches[0].store
     store.prepare()
     top.add_backend(_Measure(store))

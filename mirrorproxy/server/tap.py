@@ -34,7 +34,8 @@ from .logs import (
 # Options that take one value, by their command-line (and config-file) name.
 _SINGLE = ("cache-dir", "tag-ttl", "max-cache-size", "upstream-proxy",
            "upstream-ca", "htpasswd", "drain-timeout", "max-connections", "negative-ttl",
-           "log-format", "log-level")
+           "log-format", "log-level", "storage", "s3-endpoint", "s3-region", "redis", "advertise",
+           "blob-redirect")
 _REPEATED = ("listen", "allow", "metrics-listen", "upstream-redirect-allow", "upstream", "host")
 # Options whose values are server endpoint strings, checked before start.
 _ENDPOINTS = ("listen", "metrics-listen")
@@ -61,6 +62,12 @@ class Options(usage.Options):
         ["max-connections", None, None, "Client connections held at most (idle ones are closed to make room). Default: what the file descriptor limit allows."],
         ["log-format", None, None, "text (twistd's lines), json (one object a line on stdout, for containers) or journal (json after a syslog priority, for systemd). Default text."],
         ["log-level", None, None, "Leave out events below this level: debug, info, warn, error or critical. Default info."],
+        ["storage", None, None, "Share the cache with other nodes in an S3 bucket: s3://BUCKET/PREFIX (the cache dir becomes a first tier). Keys the AWS way (AWS_ACCESS_KEY_ID..., AWS_PROFILE) or the config file's [s3-credentials]. Default: the cache dir alone."],
+        ["s3-endpoint", None, None, "The S3-compatible server's URL (Ceph RGW, SeaweedFS, MinIO, R2). Default: AWS."],
+        ["s3-region", None, None, "The region requests to the bucket are signed for. Default us-east-1."],
+        ["redis", None, None, "Coordinate with the other nodes through this Redis: redis://HOST:PORT/DB (a password only in the config file). Needs --storage and --advertise."],
+        ["advertise", None, None, "The URL other nodes reach this one by, e.g. http://10.0.0.5:5000."],
+        ["blob-redirect", None, None, "Cached blob GETs: off (served by this node), presigned (a 307 to a presigned URL on the bucket) or a CDN's base URL in front of the bucket. Default off."],
     ]
     optFlags = [
         ["upstream-insecure", None, "Do not verify upstream's TLS certificate (logged loudly; never the default)."],
@@ -114,6 +121,8 @@ class Options(usage.Options):
             given.update({name: self[name] for name in _REPEATED if self[name]})
             if self["upstream-insecure"]:
                 given["upstream-insecure"] = True
+            if "@" in str(given.get("redis", "")):
+                raise ConfigError("redis: a password goes in the config file, not on the command line (where ps shows it)")
             values.update(given)
             self["settings"] = settings = settings_from(values, os.environ)
             for name in _ENDPOINTS:

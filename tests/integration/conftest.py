@@ -30,6 +30,7 @@ from .harness.mirror import Mirror, MirrorFactory
 from .harness.podman import Podman
 from .harness.processes import tail
 from .harness.publish import Publisher
+from .harness.redisserver import RedisServer
 from .harness.registry import UpstreamRegistry
 from .harness.s3service import S3Service
 from .harness.seaweedfs import SeaweedFS, weed_binary
@@ -153,6 +154,16 @@ def hub_front(upstream: UpstreamRegistry) -> Iterator[HubFront]:
 
 
 @pytest.fixture
+def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, on a free port of 127.0.0.1."""
+    binary = require_tool("redis-server", "redis-server")
+    server = RedisServer.start(binary, tmp_path / "redis")
+    show_log_on_failure(request, "redis-server", server.log_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def unique() -> Callable[[str], str]:
     """``unique("multi")`` -> a repository name component no other test uses."""
     return lambda prefix: f"{prefix}-{secrets.token_hex(4)}"
@@ -178,6 +189,7 @@ def start_mirror(
         tls: ServerFiles | None = None,
         command_prefix: Sequence[str] = (),
         answers_us: bool = True,
+        port: int | None = None,
     ) -> Mirror:
         log_path = tmp_path / f"mirror-{len(started)}.log"
         show_log_on_failure(request, f"mirror #{len(started)} log", log_path)
@@ -190,6 +202,7 @@ def start_mirror(
             tls=tls,
             command_prefix=command_prefix,
             answers_us=answers_us,
+            port=port,
         )
         started.append(mirror)
         return mirror

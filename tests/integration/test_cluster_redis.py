@@ -14,7 +14,7 @@ only" for claims, health saying why, and everything back when Redis is.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,15 +52,6 @@ CLAIM_TTL = 1.5
 REGISTRY = "registry-1.docker.io"
 DIGEST = Digest("ab" * 32)
 RECORD = TagRecord(Digest("cd" * 32), "application/vnd.oci.image.index.v1+json", 1234, 1.5e9)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
-    binary = require_tool("redis-server", "redis-server")
-    server = RedisServer.start(binary, tmp_path / "redis")
-    show_log_on_failure(request, "redis-server", server.log_path)
-    yield server
-    server.stop()
 
 
 def node(server: RedisServer, name: str, prefix: str = "test") -> Coordination:

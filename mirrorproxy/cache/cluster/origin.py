@@ -54,7 +54,9 @@ class ClusterOrigin:
         if self.claim is None or not self.claim.held:
             claimed = await self._node.claim(self.registry, digest)
             if isinstance(claimed, HeldBy):
-                response = await self._node.from_peer(claimed.holder.url, self.registry, repository, digest, start)
+                # The peer routes by the registry's name, as clients do.
+                namespace = self._upstream.registry.namespace
+                response = await self._node.from_peer(claimed.holder.url, namespace, repository, digest, start)
                 if response is not None:
                     return self._answered(BlobSource.PEER, response)
             elif isinstance(claimed, Claim):

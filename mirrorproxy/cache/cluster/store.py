@@ -58,7 +58,12 @@ class TieredStore:
         return self.local.writes
 
     def prepare(self) -> int:
-        return self.local.prepare()
+        """The local tier made ready, then the bucket proved writable: a
+        node does not start on a bucket it cannot use (a wrong name or key
+        is better said at once; an outage later only degrades it)."""
+        swept = self.local.prepare()
+        self.bucket.prepare()
+        return swept
 
     async def probe_writable(self) -> str | None:
         return await self.local.probe_writable()
