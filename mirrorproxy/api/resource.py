@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..cache.blobs import OpenBlob
+from ..cache.cluster.peers import PEER_HEADER as _PEER_HEADER
 from ..cache.follow import abort_connection
 from ..cache.registrycache import RegistryCache
 from ..registry.mediatypes import OCI_INDEX, parse_accept
@@ -31,8 +32,8 @@ from .routing import Router
 log = Logger()
 
 API_VERSION = (b"Docker-Distribution-API-Version", b"registry/2.0")
-# Sent by a node of a cluster following another's fill (cluster.peers).
-PEER_HEADER = b"X-Mirrorproxy-Peer"
+# Sent by a node of a cluster following another's fill.
+PEER_HEADER = _PEER_HEADER.encode("ascii")
 _ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<reference>[^/]+)")
 _KINDS = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}
 _TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
@@ -266,6 +267,21 @@ class V2Resource(Resource):
         # Another node of a cluster asking for what this one holds or is
         # fetching: never a fetch on its behalf (it would be a circle).
         peer = request.getHeader(PEER_HEADER) is not None
+        location = None if peer else await mirror.blobs.redirect_url(digest)
+        if location is not None:
+            if exchange.gone:
+                return
+            # dockerd and containerd follow a mirror's 307 to another host
+            # and send it no credentials; the URL carries its own signature.
+            request.setResponseCode(307)
+            for header in common:
+                request.setHeader(*header)
+            request.setHeader(b"Location", location.encode("ascii"))
+            request.setHeader(b"X-Cache", b"REDIRECT")
+            request.setHeader(b"Cache-Control", b"no-store")
+            request.setHeader(b"Content-Length", b"0")
+            request.finish()
+            return
         with await mirror.blobs.open(name, digest, local_only=peer) as opened:
             await self._stream_blob(exchange, mirror, opened, common)
 

@@ -130,6 +130,17 @@ class BlobCache:
                 return size
         return await self._upstream.head_blob(repository, digest)
 
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """A cluster node's answer to a GET of a blob the bucket holds, with
+        --blob-redirect: where to send the client; None to serve it (a fill
+        running here is always streamed from here)."""
+        if self.cluster is None or digest in self._fills:
+            return None
+        url = await self.cluster.redirect_url(self._registry, digest)
+        if url is not None:
+            self.outcomes[Outcome.REDIRECT] += 1
+        return url
+
     async def open(self, repository: str, digest: Digest, local_only: bool = False) -> OpenBlob:
         """The blob, from the cache or the one fill fetching it (started if
         none runs).  `local_only` (a peer node asking): never start a fill,

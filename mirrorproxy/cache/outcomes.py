@@ -12,6 +12,7 @@ class Outcome(StrEnum):
     JOIN = "JOIN"  # joined a fetch already under way
     REVALIDATED = "REVALIDATED"  # a tag past its TTL, upstream said it is unchanged
     STALE = "STALE"  # upstream failed; the cached answer, past its TTL
+    REDIRECT = "REDIRECT"  # a cluster's cached blob: the client sent to the bucket (or its CDN)
 
     @property
     def from_cache(self) -> bool:

@@ -51,7 +51,7 @@ def build_shared(cluster: ClusterSettings, cache_dir: str, reactor: Any, run: Ru
         keys = KeySpace(f"mirrorproxy/{cluster.storage.bucket}/{cluster.storage.prefix}")
         coordination = Coordination.build(reactor, cluster.redis, Node(node_id, cluster.advertise), keys)
     store = TieredStore(FilesystemStore(cache_dir, run), bucket, coordination.tags if coordination else None)
-    node = ClusterNode(bucket, coordination, http, node_id, reactor)
+    node = ClusterNode(bucket, coordination, http, node_id, reactor, redirect=cluster.blob_redirect)
     log.info(
         "sharing the cache in {storage} at {endpoint}{redis}",
         storage=str(cluster.storage),

@@ -3,7 +3,10 @@ redis-server, in front of the reference registry."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,3 +63,28 @@ def test_a_fresh_node_serves_what_the_bucket_has_without_upstream(
 
     assert fetch(fresh, blob.path) == Received(200, len(blob.data), blob.digest)
     assert [f"{r.method} {r.path}" for r in upstream.requests(mark) if r.path != "/v2/"] == []
+
+
+def test_with_presigned_redirects_a_cached_blob_is_a_307_to_the_bucket(
+    cluster: Cluster, publisher: Publisher, unique: Callable[[str], str]
+) -> None:
+    blob = publisher.blob(f"org/{unique('presigned')}", 2 * MiB + 1)
+    node = cluster.start_node(extra='blob-redirect = "presigned"')
+
+    first = node.get(blob.path)
+    assert (first[0], first[1]["x-cache"], hashlib.sha256(first[2]).hexdigest()) == (
+        200,
+        "MISS",
+        blob.digest.removeprefix("sha256:"),
+    )
+    # Once uploaded (just after the commit), hits go to the bucket.
+    status, headers = 0, {}
+    deadline = time.monotonic() + 20
+    while status != 307 and time.monotonic() < deadline:
+        status, headers, _ = node.get(blob.path)
+    assert (status, headers["x-cache"]) == (307, "REDIRECT")
+    location = headers["location"]
+    assert location.startswith(cluster.s3.endpoint + "/")
+    # The URL alone, without credentials, gives the exact bytes.
+    with urllib.request.urlopen(location, timeout=30) as answer:
+        assert answer.read() == blob.data

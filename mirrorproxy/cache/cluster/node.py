@@ -9,7 +9,7 @@ its own clients (the claims answer local-only).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 from attrs import define, field
@@ -28,6 +28,12 @@ from .peers import peer_blob
 
 log = Logger()
 
+# How long a presigned GET stays good: long enough for a slow client to
+# fetch a large layer (SigV4 allows up to a week).
+PRESIGNED_EXPIRY = 6 * 3600
+# Digests known to be in the bucket, for redirecting hits without asking it.
+_KNOWN_IN_BUCKET = 100_000
+
 
 @define(eq=False)
 class ClusterNode:
@@ -45,6 +51,9 @@ class ClusterNode:
     uploads: Counter[str] = field(factory=Counter)
     # Calls to the bucket that failed, by what was asked.
     bucket_errors: Counter[str] = field(factory=Counter)
+    # Cached blob GETs: "off", "presigned", or a CDN's base URL.
+    redirect: str = "off"
+    _in_bucket: OrderedDict[tuple[str, Digest], None] = field(factory=OrderedDict)
 
     def origin(self, registry: str, upstream: UpstreamClient) -> ClusterOrigin:
         return ClusterOrigin(self, registry, upstream)
@@ -66,6 +75,30 @@ class ClusterNode:
             self.bucket_errors["head"] += 1
             log.warn("bucket: cannot look up {digest}: {error}", digest=str(digest), error=str(e))
             return None
+
+    async def redirect_url(self, registry: str, digest: Digest) -> str | None:
+        """Where to send a client for a blob the bucket holds (presigned,
+        or through the CDN); None to serve it from here."""
+        if self.redirect == "off":
+            return None
+        if (registry, digest) not in self._in_bucket:
+            if await self.blob_size(registry, digest) is None:
+                return None
+            self._known(registry, digest)
+        if self.redirect != "presigned":
+            return f"{self.redirect}/{self.bucket.bucket.keys.blob(registry, digest)}"
+        try:
+            return await self.bucket.presigned_get(registry, digest, PRESIGNED_EXPIRY)
+        except Exception as e:
+            self.bucket_errors["presign"] += 1
+            log.warn("bucket: cannot presign {digest}: {error}", digest=str(digest), error=str(e))
+            return None
+
+    def _known(self, registry: str, digest: Digest) -> None:
+        self._in_bucket[(registry, digest)] = None
+        self._in_bucket.move_to_end((registry, digest))
+        while len(self._in_bucket) > _KNOWN_IN_BUCKET:
+            self._in_bucket.popitem(last=False)
 
     async def claim(self, registry: str, digest: Digest) -> ClaimOutcome:
         if self.coordination is None:
@@ -93,3 +126,4 @@ class ClusterNode:
         finally:
             opened.close()
         self.uploads["added" if added else "present"] += 1
+        self._known(registry, digest)
