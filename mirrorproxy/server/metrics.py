@@ -42,6 +42,7 @@ class MirrorCollector:
         yield from self._per_registry()
         yield from self._cache_wide()
         yield from self._connections()
+        yield from self._cluster()
 
     def _per_registry(self) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(
@@ -102,6 +103,40 @@ class MirrorCollector:
         yield CounterMetricFamily(
             "mirrorproxy_evictions", "Blobs evicted from the cache.", value=evictor.evicted if evictor else 0
         )
+
+    def _cluster(self) -> Iterator[Metric]:
+        """A node of a cluster: where its fills came from, what it put in
+        the bucket, what failed of the bucket and of Redis."""
+        node = self._caches[0].blobs.cluster
+        if node is None:
+            return
+        fills = CounterMetricFamily(
+            "mirrorproxy_cluster_fills", "Blob fills by where their bytes came from.", labels=["source"]
+        )
+        for source in ("bucket", "peer", "upstream"):
+            fills.add_metric([source], node.fills_by_source[source])
+        uploads = CounterMetricFamily(
+            "mirrorproxy_cluster_uploads",
+            "Blobs this node put in the bucket (present: another node was first; failed).",
+            labels=["result"],
+        )
+        for result in ("added", "present", "failed"):
+            uploads.add_metric([result], node.uploads[result])
+        errors = CounterMetricFamily(
+            "mirrorproxy_cluster_shared_errors",
+            "Failed calls to the bucket or to Redis (the node served from its own tier instead).",
+            labels=["operation"],
+        )
+        store_errors = getattr(self._caches[0].store, "errors", {})
+        for operation, count in sorted({**node.bucket_errors, **store_errors}.items()):
+            errors.add_metric([operation], count)
+        yield from (fills, uploads, errors)
+        if node.coordination is not None:
+            yield GaugeMetricFamily(
+                "mirrorproxy_cluster_redis_up",
+                "1 if Redis answers (cluster-wide coalescing), 0 if each node coalesces only its own clients.",
+                value=1 if node.coordination.health.reachable else 0,
+            )
 
     def _connections(self) -> Iterator[Metric]:
         gate = self._site.gate

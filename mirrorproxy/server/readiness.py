@@ -91,6 +91,8 @@ class Readiness(Resource):
             if problem is not None
         ]
         ready = not cache_problems and any(problem is None for problem in upstream_problems)
+        # Degraded is still ready: the node serves, only less frugally.
+        lines += self._cluster_degraded()
         request.setResponseCode(200 if ready else 503)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.write("\n".join((["ready"] if ready else []) + lines).encode() + b"\n")
@@ -107,6 +109,20 @@ class Readiness(Resource):
         if store.writes.last_error is not None:
             return [f"cache writes failing: {store.writes.last_error}"]
         return []
+
+    def _cluster_degraded(self) -> list[str]:
+        node = self._caches[0].blobs.cluster
+        if node is None:
+            return []
+        lines = []
+        if node.coordination is not None and not node.coordination.health.reachable:
+            lines.append(
+                f"degraded: redis {node.coordination.health.state.describe()}; "
+                "each node fetches for its own clients"
+            )
+        if node.bucket.writes.last_error is not None:
+            lines.append(f"degraded: bucket writes failing: {node.bucket.writes.last_error}")
+        return lines
 
     def _upstream_problem(self, cache: RegistryCache) -> str | None:
         upstream = cache.upstream
