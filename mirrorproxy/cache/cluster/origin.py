@@ -18,7 +18,7 @@ from attrs import define
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 
-from ...cluster.claims import Claim, HeldBy
+from ...cluster.claims import Claim, HeldBy, LocalOnly
 from ...registry.names import Digest
 from ...upstream.client import UpstreamClient
 
@@ -59,7 +59,7 @@ class ClusterOrigin:
                 response = await self._node.from_peer(claimed.holder.url, namespace, repository, digest, start)
                 if response is not None:
                     return self._answered(BlobSource.PEER, response)
-            elif isinstance(claimed, Claim):
+            elif not isinstance(claimed, LocalOnly):
                 self.claim = claimed
                 claimed.start_renewing()
         response = await self._upstream.get_blob(repository, digest, start)
