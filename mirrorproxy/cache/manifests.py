@@ -100,6 +100,12 @@ class ManifestCache:
         self.outcomes[served.outcome] += 1
         return served
 
+    def forget(self) -> None:
+        """Drop what is held in memory (records, bodies, remembered 404s):
+        content went elsewhere (another node's purge)."""
+        self._held.forget()
+        self._missing.forget()
+
     async def _notice_admin_changes(self) -> None:
         """Forget what the cache held once an admin command removed files.
 
@@ -117,8 +123,7 @@ class ManifestCache:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        self._held.forget()
-        self._missing.forget()
+        self.forget()
         if not first_look:
             Deferred.fromCoroutine(self._store.measure()).addErrback(
                 lambda f: log.failure("cannot count the cache", f)

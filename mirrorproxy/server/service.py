@@ -23,6 +23,7 @@ from ..api.openresponses import OpenResponses
 from ..api.resource import RegistryRoot
 from ..api.routing import Router
 from ..cache.blobs import BlobCache
+from ..cache.cluster.events import EventHandler
 from ..cache.eviction import Evictor
 from ..cache.manifests import ManifestCache
 from ..cache.negative import NotFoundCache
@@ -195,6 +196,8 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
         if shared.coordination is not None:
             top.add_backend(CoordinationService(shared.coordination))
     caches = build_caches(settings, clients, reactor, run, shared)
+    if shared is not None and shared.coordination is not None:
+        shared.coordination.events.listen(EventHandler(caches, shared.store, run))
     store = caches[0].store
     store.prepare()
     top.add_backend(_Measure(store))
