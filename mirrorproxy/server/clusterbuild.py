@@ -47,8 +47,7 @@ def build_shared(cluster: ClusterSettings, cache_dir: str, reactor: Any, run: Ru
     node_id = cluster.advertise or f"node-{uuid.uuid4().hex[:8]}"
     if cluster.redis is not None:
         assert cluster.advertise is not None
-        # Clusters sharing a Redis are told apart by their bucket and prefix.
-        keys = KeySpace(f"mirrorproxy/{cluster.storage.bucket}/{cluster.storage.prefix}")
+        keys = KeySpace(cluster.redis_prefix)
         coordination = Coordination.build(reactor, cluster.redis, Node(node_id, cluster.advertise), keys)
     store = TieredStore(FilesystemStore(cache_dir, run), bucket, coordination.tags if coordination else None)
     node = ClusterNode(bucket, coordination, http, node_id, reactor, redirect=cluster.blob_redirect)

@@ -50,6 +50,13 @@ class ClusterSettings:
         return self.storage is not None
 
     @property
+    def redis_prefix(self) -> str:
+        """What this cluster's keys and channel in Redis start with: clusters
+        sharing one Redis are told apart by their bucket and prefix."""
+        assert self.storage is not None
+        return f"mirrorproxy/{self.storage.bucket}/{self.storage.prefix}"
+
+    @property
     def node_id(self) -> str:
         """How other nodes and the logs name this node."""
         return self.advertise or "this node"
