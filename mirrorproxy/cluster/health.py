@@ -60,7 +60,8 @@ class RedisHealth:
 
     def succeeded(self) -> None:
         if not self.reachable:
-            log.info("redis {where} answers again", where=self.where)
+            again = "" if self.failures == 0 else " again"
+            log.info("redis {where} answers{again}", where=self.where, again=again)
             self._become(Reachable(self._clock.seconds()))
 
     def failed(self, reason: str) -> None:
