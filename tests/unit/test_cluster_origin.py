@@ -39,7 +39,8 @@ class FakeNode:
 
     async def from_bucket(self, registry: str, digest: Digest, start: int) -> object | None:
         self.asked.append(f"bucket {start}")
-        return self.bucket
+        # A list: the bucket's answers in turn (it may gain the blob).
+        return self.bucket.pop(0) if isinstance(self.bucket, list) else self.bucket
 
     async def claim(self, registry: str, digest: Digest) -> object:
         self.asked.append("claim")
@@ -92,10 +93,14 @@ def test_without_the_bucket_a_won_claim_fetches_upstream_and_is_renewed_then_rel
     origin = origin_over(node, upstream)
 
     assert ask(origin) == "upstream from 0"
-    assert (node.asked, claim.renewing, origin.source) == (["bucket 0", "claim"], True, BlobSource.UPSTREAM)
+    assert (node.asked, claim.renewing, origin.source) == (
+        ["bucket 0", "claim", "bucket 0"],
+        True,
+        BlobSource.UPSTREAM,
+    )
     # A resume keeps the claim and does not ask the bucket again.
     assert ask(origin, 100) == "upstream from 100"
-    assert node.asked == ["bucket 0", "claim"]
+    assert node.asked == ["bucket 0", "claim", "bucket 0"]
     Deferred.fromCoroutine(origin.finished())
     assert claim.released
 
@@ -120,7 +125,7 @@ def test_a_peer_that_died_mid_blob_is_asked_no_more_once_the_claim_is_free():
     # The peer's connection broke at byte 500; its claim expired.
     node.peer = None
     assert ask(origin, 500) == "upstream from 500"
-    assert node.asked[-1] == "claim" and claim.renewing
+    assert node.asked[-2:] == ["claim", "bucket 500"] and claim.renewing
     assert dict(node.fills_by_source) == {"peer": 1, "upstream": 1}
 
 
@@ -138,3 +143,12 @@ def test_redis_away_means_upstream_without_a_claim():
     assert ask(origin) == "upstream from 0"
     assert origin.claim is None
     Deferred.fromCoroutine(origin.finished())
+
+
+def test_a_claim_won_just_after_its_holder_finished_takes_the_bucket_not_upstream():
+    claim = FakeClaim()
+    node, upstream = FakeNode(bucket=[None, "bucket bytes"], claims=[claim]), FakeUpstream()
+    origin = origin_over(node, upstream)
+
+    assert ask(origin) == "bucket bytes"
+    assert (upstream.asked, claim.released, claim.renewing) == ([], True, False)

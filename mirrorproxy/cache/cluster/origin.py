@@ -60,6 +60,12 @@ class ClusterOrigin:
                 if response is not None:
                     return self._answered(BlobSource.PEER, response)
             elif not isinstance(claimed, LocalOnly):
+                # The claim may be free because its holder just finished: it
+                # put the blob in the bucket before letting go.
+                response = await self._node.from_bucket(self.registry, digest, start)
+                if response is not None:
+                    await claimed.release()
+                    return self._answered(BlobSource.BUCKET, response)
                 self.claim = claimed
                 claimed.start_renewing()
         response = await self._upstream.get_blob(repository, digest, start)
