@@ -4,6 +4,7 @@ redis-server, in front of the reference registry."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import threading
 import time
 import urllib.request
@@ -15,11 +16,15 @@ import pytest
 
 from .harness.cluster import Cluster
 from .harness.fetching import Received, fetch
-from .harness.mirror import MirrorFactory
-from .harness.publish import Publisher
+from .harness.mirror import Mirror, MirrorFactory
+from .harness.oci import HOST
+from .harness.nodelog import REDIS_ANSWERS, said, wait_until_said
+from .harness.progress import Download
+from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.redisserver import RedisServer
-from .harness.registry import UpstreamRegistry
+from .harness.registry import LogMark, UpstreamRegistry
 from .harness.s3service import S3Service
+from .harness.slowlink import SlowLink
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +93,87 @@ def test_with_presigned_redirects_a_cached_blob_is_a_307_to_the_bucket(
     # The URL alone, without credentials, gives the exact bytes.
     with urllib.request.urlopen(location, timeout=30) as answer:
         assert answer.read() == blob.data
+
+
+def begin_get(node: Mirror, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Send ``GET path`` and read the answer's head; the body is the caller's
+    to read, the connection the caller's to close."""
+    connection = node.connection(timeout=30)
+    connection.request("GET", path)
+    return connection, connection.getresponse()
+
+
+def manifest(node: Mirror, name: str, reference: str) -> tuple[int, str | None, bytes]:
+    """GET a manifest as a client that takes every kind: status, digest, body."""
+    connection = node.connection(timeout=30)
+    try:
+        connection.request("GET", f"/v2/{name}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS})
+        response = connection.getresponse()
+        return response.status, response.getheader("Docker-Content-Digest"), response.read()
+    finally:
+        connection.close()
+
+
+def blob_fetch_statuses(upstream: UpstreamRegistry, path: str, mark: LogMark) -> list[int]:
+    """The statuses of the upstream's answers with content to GETs of ``path``."""
+    return sorted(r.status for r in upstream.requests(mark) if r.method == "GET" and r.path == path and r.status < 300)
+
+
+def wait_for_redis(nodes: list[Mirror], times: int = 1) -> None:
+    """Until every node has found Redis answering ``times`` times (once at
+    its start, once more after each outage)."""
+    for node in nodes:
+        wait_until_said(node, REDIS_ANSWERS, times)
+
+
+def test_a_node_killed_mid_blob_leaves_its_follower_to_finish_from_upstream(
+    cluster: Cluster, publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    blob = publisher.blob(f"org/{unique('orphaned')}", 32 * MiB)
+    # 4 MiB/s a connection: the fill takes 8 s, long enough to act within it.
+    with SlowLink(upstream.port, bytes_per_second=4 * MiB) as link:
+        filler, follower = (cluster.start_node(upstream_url=link.url) for _ in range(2))
+        wait_for_redis([filler, follower])
+        mark = upstream.mark()
+        connection, response = begin_get(filler, blob.path)
+        assert response.status == 200
+        assert len(response.read(2 * MiB)) == 2 * MiB  # the filler's claim is taken
+
+        joined = Download.start(follower, blob.path)
+        joined.wait_for(2 * MiB)
+        killed_at = time.monotonic()
+        filler.kill()
+        connection.close()
+
+        assert joined.result() == Received(200, len(blob.data), blob.digest)
+        finished_at = time.monotonic()
+
+    # The follower was reading the filler's fill: its own broke when the
+    # filler died, and it asked the (dead) claim holder again before upstream.
+    assert said(follower, f"peer {filler.url} cannot give {blob.digest}") >= 1
+    # The filler's GET, then the follower's for the rest, with a Range (the
+    # link stopped, the registry logs the filler's cut answer too).
+    deadline = time.monotonic() + 10
+    while len(statuses := blob_fetch_statuses(upstream, blob.path, mark)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert statuses == [200, 206]
+    print(
+        f"kill -9 takeover: client paused {joined.longest_pause_after(killed_at):.2f}s, "
+        f"done {finished_at - killed_at:.2f}s after the kill"
+    )
+
+
+def test_a_tag_one_node_pulled_is_answered_by_another_without_upstream(
+    cluster: Cluster, publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    image = publisher.image(f"org/{unique('shared-tag')}", "v1", {HOST: (1 * MiB,)})
+    first, second = cluster.start_node(), cluster.start_node()
+    wait_for_redis([first, second])
+    status, digest, body = manifest(first, image.name, image.tag)
+    assert (status, digest) == (200, image.digest)
+
+    mark = upstream.mark()
+    # Within the tag ttl (the harness's 300 s): the record from Redis, the
+    # manifest from the bucket.
+    assert manifest(second, image.name, image.tag) == (200, image.digest, body)
+    assert [f"{r.method} {r.path}" for r in upstream.requests(mark) if r.path != "/v2/"] == []
