@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +30,7 @@ from .harness.slowlink import SlowLink
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -177,3 +179,51 @@ def test_a_tag_one_node_pulled_is_answered_by_another_without_upstream(
     # manifest from the bucket.
     assert manifest(second, image.name, image.tag) == (200, image.digest, body)
     assert [f"{r.method} {r.path}" for r in upstream.requests(mark) if r.path != "/v2/"] == []
+
+
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    started = time.monotonic()
+    answer = call()
+    return answer, time.monotonic() - started
+
+
+def test_with_redis_gone_every_node_serves_and_once_it_is_back_claims_work_again(
+    cluster: Cluster,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    redis_server: RedisServer,
+    unique: Callable[[str], str],
+) -> None:
+    name = f"org/{unique('redis-gone')}"
+    cached, cold, later = (publisher.blob(name, 8 * MiB + i) for i in range(3))
+    image = publisher.image(f"org/{unique('redis-gone-tag')}", "v1", {HOST: (1 * MiB,)})
+    # 8 MiB/s a connection: a fill takes a second, so clients of two nodes
+    # asking at once overlap.
+    with SlowLink(upstream.port, bytes_per_second=8 * MiB) as link:
+        one, two = (cluster.start_node(upstream_url=link.url) for _ in range(2))
+        wait_for_redis([one, two])
+        assert fetch(one, cached.path) == Received(200, len(cached.data), cached.digest)
+        assert manifest(one, image.name, image.tag)[:2] == (200, image.digest)
+        cluster.wait_for_blobs([cached.digest])
+
+        redis_server.kill()
+        mark = upstream.mark()
+        status, headers, body = one.get(cached.path)
+        assert (status, headers["x-cache"], body == cached.data) == (200, "HIT", True)
+        assert fetch(two, cached.path) == Received(200, len(cached.data), cached.digest)
+        assert upstream.fetches(cached.path, mark) == 0  # the bucket's
+        answer, took = timed(lambda: fetch(two, cold.path))
+        assert answer == Received(200, len(cold.data), cold.digest)
+        assert upstream.fetches(cold.path, mark) == 1
+        for node in (one, two):
+            assert manifest(node, image.name, image.tag)[:2] == (200, image.digest)
+
+        redis_server.restart()
+        wait_for_redis([one, two], times=2)
+        mark = upstream.mark()
+        start = threading.Barrier(4)
+        with ThreadPoolExecutor(4) as pool:
+            received = list(pool.map(lambda i: fetch((one, two)[i % 2], later.path, start), range(4)))
+        assert received == [Received(200, len(later.data), later.digest)] * 4
+        assert upstream.fetches(later.path, mark) == 1
+    print(f"redis gone: a cold 8 MiB blob in {took:.2f}s")
