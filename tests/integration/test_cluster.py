@@ -227,3 +227,46 @@ def test_with_redis_gone_every_node_serves_and_once_it_is_back_claims_work_again
         assert received == [Received(200, len(later.data), later.digest)] * 4
         assert upstream.fetches(later.path, mark) == 1
     print(f"redis gone: a cold 8 MiB blob in {took:.2f}s")
+
+
+def test_a_node_cut_off_from_the_bucket_serves_from_its_disk_and_upstream(
+    cluster: Cluster, publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    name = f"org/{unique('no-bucket')}"
+    kept, elsewhere, cold = (publisher.blob(name, 3 * MiB + i) for i in range(3))
+    image = publisher.image(f"org/{unique('no-bucket-tag')}", "v1", {HOST: (1 * MiB,)})
+    fresh = publisher.image(f"org/{unique('no-bucket-new')}", "v1", {HOST: (1 * MiB,)})
+    bucket_port = int(cluster.s3.endpoint.rpartition(":")[2])
+    # The cut node reaches the bucket through a relay only, which then
+    # stops: its connections to the bucket are refused, as with the gateway
+    # down, while the other node still reaches it.
+    link = SlowLink(bucket_port, bytes_per_second=1024 * MiB)
+    try:
+        cut = cluster.start_node(s3_endpoint=link.url)
+        other = cluster.start_node()
+        wait_for_redis([cut, other])
+        assert fetch(cut, kept.path) == Received(200, len(kept.data), kept.digest)
+        assert manifest(cut, image.name, image.tag)[:2] == (200, image.digest)
+        assert fetch(other, elsewhere.path) == Received(200, len(elsewhere.data), elsewhere.digest)
+        cluster.wait_for_blobs([kept.digest, elsewhere.digest])
+    finally:
+        link.stop()
+
+    mark = upstream.mark()
+    status, headers, body = cut.get(kept.path)
+    assert (status, headers["x-cache"], body == kept.data) == (200, "HIT", True)
+    assert manifest(cut, image.name, image.tag)[:2] == (200, image.digest)
+    assert [f"{r.method} {r.path}" for r in upstream.requests(mark) if r.path != "/v2/"] == []
+
+    # What the bucket holds (the other node put it there) and what nobody
+    # has: both from upstream, exact.
+    for blob in (elsewhere, cold):
+        answer, took = timed(lambda: fetch(cut, blob.path))
+        assert answer == Received(200, len(blob.data), blob.digest)
+        assert upstream.fetches(blob.path, mark) == 1
+        print(f"bucket gone: a 3 MiB blob from upstream in {took:.2f}s")
+    assert manifest(cut, fresh.name, fresh.tag)[:2] == (200, fresh.digest)
+    # Nothing the cut node fetched reached the bucket; the other node's
+    # answers are the bucket's and right.
+    assert not cluster.holds_blob(cold.digest)
+    assert fetch(other, cold.path) == Received(200, len(cold.data), cold.digest)
