@@ -16,13 +16,15 @@ from typing import TypeVar
 import pytest
 
 from .harness.cluster import Cluster
+from .harness.dockerd import Dockerd
 from .harness.fetching import Received, fetch
 from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import HOST
-from .harness.nodelog import REDIS_ANSWERS, said, wait_until_said
+from .harness.nodelog import REDIS_ANSWERS, accesses, said, wait_until_said
 from .harness.progress import Download
 from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.redisserver import RedisServer
+from .harness.requestlog import RequestLog
 from .harness.registry import LogMark, UpstreamRegistry
 from .harness.s3service import S3Service
 from .harness.slowlink import SlowLink
@@ -270,3 +272,45 @@ def test_a_node_cut_off_from_the_bucket_serves_from_its_disk_and_upstream(
     # answers are the bucket's and right.
     assert not cluster.holds_blob(cold.digest)
     assert fetch(other, cold.path) == Received(200, len(cold.data), cold.digest)
+
+
+def test_dockerd_follows_presigned_redirects_to_the_bucket_for_every_blob(
+    cluster: Cluster,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    start_dockerd: Callable[..., Dockerd],
+    unique: Callable[[str], str],
+) -> None:
+    image = publisher.image(f"org/{unique('redirected')}", "v1", {HOST: (3 * MiB, 1 * MiB, 2 * MiB)})
+    blob_paths = {f"/v2/{image.name}/blobs/{blob.digest}" for blob in image.blobs()}
+    # The node reaches the bucket, and signs its URLs for it, through a
+    # relay that notes the requests: how dockerd's GETs there are seen.
+    with RequestLog(int(cluster.s3.endpoint.rpartition(":")[2])) as bucket:
+        node = cluster.start_node(extra='blob-redirect = "presigned"', s3_endpoint=bucket.url)
+
+        first = start_dockerd(mirrors=[node.url])
+        first.pull(image.reference)
+        assert first.repo_digests(image.reference) == [f"{image.name}@{image.digest}"]
+        # A miss is streamed from the node, whatever the setting.
+        assert {(a.path, a.status, a.cache) for a in accesses(node) if a.path in blob_paths} == {
+            (path, 200, "MISS") for path in blob_paths
+        }
+        cluster.wait_for_blobs([blob.digest for blob in image.blobs()])
+
+        since, seen = len(accesses(node)), len(bucket.requests)
+        second = start_dockerd(mirrors=[node.url])
+        second.pull(image.reference)
+
+        assert second.repo_digests(image.reference) == [f"{image.name}@{image.digest}"]
+        blob_answers = [a for a in accesses(node, since) if a.path in blob_paths]
+        # Each blob a 307 to the bucket, and fetched there, once.
+        assert sorted((a.path, a.status, a.cache) for a in blob_answers) == sorted(
+            (path, 307, "REDIRECT") for path in blob_paths
+        )
+        assert all(a.bytes < 4096 for a in blob_answers), blob_answers
+        presigned = [r.path for r in bucket.requests[seen:] if r.method == "GET" and "X-Amz-Signature=" in r.target]
+        assert sorted(path.rpartition("/")[2] for path in presigned) == sorted(
+            blob.digest.removeprefix("sha256:") for blob in image.blobs()
+        )
+    for blob in image.blobs():
+        assert upstream.blob_fetches(image.name, blob.digest) == 1, blob
