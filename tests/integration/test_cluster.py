@@ -11,7 +11,6 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -32,7 +31,6 @@ from .harness.slowlink import SlowLink
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -55,7 +53,9 @@ def test_thirty_clients_over_three_nodes_cost_one_upstream_get_and_one_object(
 
     assert received == [Received(200, len(blob.data), blob.digest)] * 30
     assert upstream.fetches(blob.path, mark) == 1
-    # Stored once, under its digest.
+    # Stored once, under its digest (uploaded just after the commit, so
+    # maybe after the clients' last byte).
+    cluster.wait_for_blobs([blob.digest])
     [key] = cluster.blob_keys()
     assert key.startswith("cache/") and key.endswith(blob.digest.removeprefix("sha256:"))
 
@@ -87,7 +87,7 @@ def test_with_presigned_redirects_a_cached_blob_is_a_307_to_the_bucket(
         blob.digest.removeprefix("sha256:"),
     )
     # Once uploaded (just after the commit), hits go to the bucket.
-    status, headers = 0, {}
+    status, headers = 0, dict[str, str]()
     deadline = time.monotonic() + 20
     while status != 307 and time.monotonic() < deadline:
         status, headers, _ = node.get(blob.path)
@@ -150,7 +150,10 @@ def test_a_node_killed_mid_blob_leaves_its_follower_to_finish_from_upstream(
         connection.close()
 
         assert joined.result() == Received(200, len(blob.data), blob.digest)
-        finished_at = time.monotonic()
+    # The takeover waits for no claim to expire (its ttl is 30 s): the
+    # resume's backoff and a refused connection to the dead node.
+    pause = joined.longest_pause_after(killed_at)
+    assert pause < 10, f"the client waited {pause:.1f}s for the rest"
 
     # The follower was reading the filler's fill: its own broke when the
     # filler died, and it asked the (dead) claim holder again before upstream.
@@ -161,10 +164,6 @@ def test_a_node_killed_mid_blob_leaves_its_follower_to_finish_from_upstream(
     while len(statuses := blob_fetch_statuses(upstream, blob.path, mark)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert statuses == [200, 206]
-    print(
-        f"kill -9 takeover: client paused {joined.longest_pause_after(killed_at):.2f}s, "
-        f"done {finished_at - killed_at:.2f}s after the kill"
-    )
 
 
 def test_a_tag_one_node_pulled_is_answered_by_another_without_upstream(
@@ -181,12 +180,6 @@ def test_a_tag_one_node_pulled_is_answered_by_another_without_upstream(
     # manifest from the bucket.
     assert manifest(second, image.name, image.tag) == (200, image.digest, body)
     assert [f"{r.method} {r.path}" for r in upstream.requests(mark) if r.path != "/v2/"] == []
-
-
-def timed(call: Callable[[], T]) -> tuple[T, float]:
-    started = time.monotonic()
-    answer = call()
-    return answer, time.monotonic() - started
 
 
 def test_with_redis_gone_every_node_serves_and_once_it_is_back_claims_work_again(
@@ -214,8 +207,7 @@ def test_with_redis_gone_every_node_serves_and_once_it_is_back_claims_work_again
         assert (status, headers["x-cache"], body == cached.data) == (200, "HIT", True)
         assert fetch(two, cached.path) == Received(200, len(cached.data), cached.digest)
         assert upstream.fetches(cached.path, mark) == 0  # the bucket's
-        answer, took = timed(lambda: fetch(two, cold.path))
-        assert answer == Received(200, len(cold.data), cold.digest)
+        assert fetch(two, cold.path) == Received(200, len(cold.data), cold.digest)
         assert upstream.fetches(cold.path, mark) == 1
         for node in (one, two):
             assert manifest(node, image.name, image.tag)[:2] == (200, image.digest)
@@ -228,7 +220,6 @@ def test_with_redis_gone_every_node_serves_and_once_it_is_back_claims_work_again
             received = list(pool.map(lambda i: fetch((one, two)[i % 2], later.path, start), range(4)))
         assert received == [Received(200, len(later.data), later.digest)] * 4
         assert upstream.fetches(later.path, mark) == 1
-    print(f"redis gone: a cold 8 MiB blob in {took:.2f}s")
 
 
 def test_a_node_cut_off_from_the_bucket_serves_from_its_disk_and_upstream(
@@ -263,10 +254,8 @@ def test_a_node_cut_off_from_the_bucket_serves_from_its_disk_and_upstream(
     # What the bucket holds (the other node put it there) and what nobody
     # has: both from upstream, exact.
     for blob in (elsewhere, cold):
-        answer, took = timed(lambda: fetch(cut, blob.path))
-        assert answer == Received(200, len(blob.data), blob.digest)
+        assert fetch(cut, blob.path) == Received(200, len(blob.data), blob.digest)
         assert upstream.fetches(blob.path, mark) == 1
-        print(f"bucket gone: a 3 MiB blob from upstream in {took:.2f}s")
     assert manifest(cut, fresh.name, fresh.tag)[:2] == (200, fresh.digest)
     # Nothing the cut node fetched reached the bucket; the other node's
     # answers are the bucket's and right.
