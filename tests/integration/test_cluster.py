@@ -164,6 +164,8 @@ def test_a_node_killed_mid_blob_leaves_its_follower_to_finish_from_upstream(
     while len(statuses := blob_fetch_statuses(upstream, blob.path, mark)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert statuses == [200, 206]
+    # And the follower put it in the bucket for the rest of the cluster.
+    cluster.wait_for_blobs([blob.digest])
 
 
 def test_a_tag_one_node_pulled_is_answered_by_another_without_upstream(
