@@ -27,6 +27,7 @@ from . import display
 from .contents import list_cache
 from .gc import NothingToPurge, collect, purge
 from .imagerefs import BadImageName, ImageName, parse_image
+from .inventory import Inventory
 from .options import (
     CacheChoice,
     ConfigFileProblem,
@@ -66,7 +67,9 @@ def main() -> None:
 
 
 @main.command()
-@cache_options("the cache directory, registries and metrics URL (its first metrics-listen endpoint)")
+@cache_options(
+    "the cache directory (or shared bucket), registries and metrics URL (its first metrics-listen endpoint)"
+)
 @click.option(
     "--metrics",
     "metrics_url",
@@ -80,7 +83,8 @@ def main() -> None:
 @plain_errors
 def stats(cache: CacheChoice, metrics_url: str | None, no_metrics: bool, as_json: bool) -> None:
     """Size and entries of the cache; the hit ratio if the service is reachable."""
-    inventory = cache.scan()
+    output = display.Output()
+    inventory = _scan(cache, output)
     outcomes: CacheOutcomes | str | None = None
     url: str | None = None
     if not no_metrics:
@@ -90,8 +94,7 @@ def stats(cache: CacheChoice, metrics_url: str | None, no_metrics: bool, as_json
             outcomes = read_outcomes(url)
         except MetricsUnavailable as e:
             outcomes = str(e)
-    document = display.stats_document(inventory, url, outcomes)
-    output = display.Output()
+    document = display.stats_document(inventory, url, outcomes, cache.first_tier)
     if as_json:
         output.json(document)
     else:
@@ -114,11 +117,13 @@ def ls_command(cache: CacheChoice, repository: str | None, as_json: bool) -> Non
         repository = name.repository
         if name.registry is not None:
             cache = cache.only(name.registry)
-    listing = list_cache(cache.scan(), repository)
     output = display.Output()
+    inventory = _scan(cache, output)
+    listing = list_cache(inventory, repository)
     if as_json:
         output.json(display.listing_document(listing))
     else:
+        display.show_source(output, inventory.source, cache.first_tier)
         display.show_listing(output, listing)
 
 
@@ -135,15 +140,18 @@ def ls_command(cache: CacheChoice, repository: str | None, as_json: bool) -> Non
 def verify_command(cache: CacheChoice, jobs: int) -> None:
     """Re-hash every cached blob and manifest; move corrupt ones to quarantine/.
 
-    Exits 1 if any corrupt file was found.
+    On a shared bucket (a config file with storage = "s3://..."), corrupt
+    objects are deleted instead: the next pull fetches them again.  Exits 1
+    if anything corrupt was found, or could not be checked.
     """
-    inventory = cache.scan()
     output = display.Output()
+    inventory = _scan(cache, output)
+    display.show_source(output, inventory.source, cache.first_tier)
     with output.byte_progress("verifying") as progress:
         progress.set_total(content_bytes(inventory))
         report = verify(inventory, jobs, progress.advance)
-    display.show_verify(output, report)
-    if report.findings:
+    display.show_verify(output, report, inventory.source.unit)
+    if report.findings or report.unchecked:
         raise SystemExit(1)
 
 
@@ -153,8 +161,12 @@ def verify_command(cache: CacheChoice, jobs: int) -> None:
 @plain_errors
 def gc_command(cache: CacheChoice, grace: float, dry_run: bool) -> None:
     """Remove manifests and blobs that no tag references."""
-    report = collect(cache.scan(), grace, time.time(), dry_run)
-    display.show_gc(display.Output(), report, grace, dry_run)
+    output = display.Output()
+    inventory = _scan(cache, output)
+    display.show_source(output, inventory.source, cache.first_tier)
+    with output.count_progress("removing" if not dry_run else "judging", inventory.source.unit + "s") as gone:
+        report = collect(inventory, grace, time.time(), dry_run, gone)
+    display.show_gc(output, report, grace, dry_run, inventory.source.unit)
 
 
 @main.command(name="purge")
@@ -182,8 +194,9 @@ def purge_command(
     tag = name.reference if isinstance(name.reference, str) else None
     if name.registry is not None:
         cache = cache.only(name.registry)
-    inventory = cache.scan()
     output = display.Output()
+    inventory = _scan(cache, output)
+    display.show_source(output, inventory.source, cache.first_tier)
     try:
         report = purge(inventory, name.repository, tag, grace, time.time(), with_content, dry_run)
     except NothingToPurge as e:
@@ -191,7 +204,7 @@ def purge_command(
             raise
         output.note(f"{e}; nothing purged")
         return
-    display.show_purge(output, report, grace, dry_run)
+    display.show_purge(output, report, grace, dry_run, inventory.source.unit)
 
 
 @main.command(name="prefetch")
@@ -271,6 +284,11 @@ def prefetch_command(
     display.show_prefetch_summary(output, results)
     if not all(r.ok for r in results):
         raise SystemExit(1)
+
+
+def _scan(cache: CacheChoice, output: display.Output) -> Inventory:
+    with output.count_progress(f"reading {cache.where}", "found") as found:
+        return cache.scan(found)
 
 
 def _metrics_url(service: ServiceConfig | None, explicit: str | None) -> tuple[str | None, str | None]:

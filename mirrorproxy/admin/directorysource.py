@@ -37,6 +37,7 @@ class DirectorySource:
     root: str
     kind = "cache"
     unit = "file"
+    keeps_all_tags = True
 
     @property
     def location(self) -> str:

@@ -113,7 +113,7 @@ def collect(
     source = inventory.source
     for registry in inventory.registries:
         live = registry.closure(registry.tag_roots(registry.tags))
-        unsure = _unsure(registry, live, registry.tags)
+        unsure = _unsure(source, registry, live, registry.tags)
         warnings += unsure.warnings
         dead = [f for f in registry.content() if not _holds(live, f)]
         kept_unsure += sum(1 for f in dead if f.kind in unsure.kinds)
@@ -155,7 +155,7 @@ def purge(
         remaining = [t for t in registry.tags if t not in purged]
         reached = registry.closure(registry.tag_roots(purged))
         kept = registry.closure(registry.tag_roots(remaining))
-        unsure = _unsure(registry, kept, remaining)
+        unsure = _unsure(inventory.source, registry, kept, remaining)
         warnings += unsure.warnings
         only_purged = [
             f for f in registry.content() if _holds(reached, f) and not _holds(kept, f)
@@ -204,10 +204,19 @@ class _Unsure:
     warnings: tuple[str, ...]
 
 
-def _unsure(registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]) -> _Unsure:
+def _unsure(
+    source: ContentSource, registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]
+) -> _Unsure:
     kinds: set[str] = set()
     warnings: list[str] = []
     everything = "unreferenced manifests and blobs are kept"
+    if not source.keeps_all_tags and not registry.tags and (registry.manifests or registry.blobs):
+        # Nothing here says what is referenced: the tags are elsewhere.
+        kinds |= {MANIFEST, BLOB}
+        warnings.append(
+            f"{registry.name}: the {source.kind} holds no tag records of it (cluster nodes keep theirs "
+            f"in their cache directories and Redis); {everything}"
+        )
     for digest, why in live.unreadable:
         kinds |= {MANIFEST, BLOB}
         warnings.append(

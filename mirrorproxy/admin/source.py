@@ -46,11 +46,28 @@ class Reading(Protocol):
 
 
 class ContentSource(Protocol):
-    # "cache" (a directory) or "bucket"; and where it is (a path, an s3:// URL).
-    kind: str
-    location: str
-    # What one stored thing is called in the output: "file" or "object".
-    unit: str
+    @property
+    def kind(self) -> str:
+        """"cache" (a directory) or "bucket"."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where it is: a path, an s3:// URL."""
+        ...
+
+    @property
+    def unit(self) -> str:
+        """What one stored thing is called in the output: "file" or "object"."""
+        ...
+
+    @property
+    def keeps_all_tags(self) -> bool:
+        """Whether every tag record of the cache is here (a directory's
+        are; a bucket's are only those a store put there): if not, content
+        of a registry without any tag record here cannot be judged
+        unreferenced."""
+        ...
 
     def registries(self) -> list[str]:
         """The upstreams the source holds anything of, by their namespace."""
