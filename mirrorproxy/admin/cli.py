@@ -22,8 +22,10 @@ import time
 
 import click
 
+from ..cluster.events import CacheStampChanged, ClusterEvent, Purge
 from ..registry.descriptors import Platform
 from . import display
+from .clusternotice import NodesNotTold, tell_nodes
 from .contents import list_cache
 from .gc import NothingToPurge, collect, purge
 from .imagerefs import BadImageName, ImageName, parse_image
@@ -151,6 +153,8 @@ def verify_command(cache: CacheChoice, jobs: int) -> None:
         progress.set_total(content_bytes(inventory))
         report = verify(inventory, jobs, progress.advance)
     display.show_verify(output, report, inventory.source.unit)
+    if any(f.outcome for f in report.findings):
+        _tell_nodes(cache, output, [CacheStampChanged()])
     if report.findings or report.unchecked:
         raise SystemExit(1)
 
@@ -167,6 +171,8 @@ def gc_command(cache: CacheChoice, grace: float, dry_run: bool) -> None:
     with output.count_progress("removing" if not dry_run else "judging", inventory.source.unit + "s") as gone:
         report = collect(inventory, grace, time.time(), dry_run, gone)
     display.show_gc(output, report, grace, dry_run, inventory.source.unit)
+    if report.removed and not dry_run:
+        _tell_nodes(cache, output, [CacheStampChanged()])
 
 
 @main.command(name="purge")
@@ -205,6 +211,12 @@ def purge_command(
         output.note(f"{e}; nothing purged")
         return
     display.show_purge(output, report, grace, dry_run, inventory.source.unit)
+    if not dry_run:
+        purged = {r.registry for r in report.tags}
+        events: list[ClusterEvent] = [
+            Purge(r.name, r.canonical(name.repository), tag) for r in inventory.registries if r.name in purged
+        ]
+        _tell_nodes(cache, output, [*events, CacheStampChanged()])
 
 
 @main.command(name="prefetch")
@@ -289,6 +301,20 @@ def prefetch_command(
 def _scan(cache: CacheChoice, output: display.Output) -> Inventory:
     with output.count_progress(f"reading {cache.where}", "found") as found:
         return cache.scan(found)
+
+
+def _tell_nodes(cache: CacheChoice, output: display.Output, events: list[ClusterEvent]) -> None:
+    """After removals from a bucket: tell its nodes, through their Redis if the config names one."""
+    if not cache.in_bucket or cache.service is None:
+        return
+    try:
+        told = tell_nodes(cache.service.settings.cluster, events)
+    except NodesNotTold as e:
+        output.warn(f"{e}; running nodes keep what they hold in memory until they next revalidate")
+        return
+    if told is not None:
+        listening = "1 node listening" if told.listeners == 1 else f"{told.listeners} nodes listening"
+        output.line(f"told the cluster through {told.address} ({listening})")
 
 
 def _metrics_url(service: ServiceConfig | None, explicit: str | None) -> tuple[str | None, str | None]:

@@ -9,13 +9,16 @@ status, and by which objects are left in the bucket.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import botocore.session
 import pytest
+import redis
 
 from mirrorproxy.admin.display import human_size
 from mirrorproxy.storage.s3.bucket import Bucket, open_bucket
@@ -23,6 +26,7 @@ from mirrorproxy.storage.s3.location import S3Endpoint, S3Location
 
 from ..unit.fakebucket import BucketBuilder
 from .harness.processes import child_env
+from .harness.redisserver import RedisServer
 from .harness.s3service import S3Service
 
 pytestmark = pytest.mark.integration
@@ -48,12 +52,15 @@ def real_bucket(s3: S3Service, name: str) -> Bucket:
     return open_bucket(session, S3Endpoint(s3.endpoint, s3.region), S3Location(name, "cache/"))
 
 
-def write_config(path: Path, s3: S3Service, name: str, first_tier: Path, keys: bool = True) -> str:
+def write_config(
+    path: Path, s3: S3Service, name: str, first_tier: Path, keys: bool = True, extra: str = ""
+) -> str:
     lines = [
         f'cache-dir = "{first_tier}"',
         f'storage = "s3://{name}/cache"',
         f's3-endpoint = "{s3.endpoint}"',
         f's3-region = "{s3.region}"',
+        extra,
     ]
     if keys:
         lines += ["[s3-credentials]", f'access-key-id = "{s3.access_key}"', f'secret-access-key = "{s3.secret_key}"']
@@ -192,3 +199,32 @@ def test_keys_from_the_environment_and_a_wrong_key(
     assert wrong.returncode == 1
     (line,) = wrong.stderr.splitlines()
     assert line.startswith(f"Error: S3 list_objects_v2 s3://{filled.bucket.name}/cache/: 403 ")
+
+
+def test_a_purge_tells_the_nodes_listening_on_redis(
+    tmp_path: Path, seaweedfs: S3Service, filled: BucketBuilder, first_tier: Path, redis_server: RedisServer
+) -> None:
+    filled.image("org/app", "1", os.urandom(100))
+    node = f'redis = "{redis_server.url()}"\nadvertise = "http://127.0.0.1:5000"'
+    config = write_config(tmp_path / "redis.toml", seaweedfs, filled.bucket.name, first_tier, extra=node)
+    listener = redis.Redis.from_url(redis_server.url()).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(f"mirrorproxy/{filled.bucket.name}/cache/:events")
+
+    purged = admin("purge", "--config", config, "org/app:1")
+
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.splitlines()[-1] == (
+        f"told the cluster through redis://127.0.0.1:{redis_server.port}/0 (1 node listening)"
+    )
+    received = []
+    deadline = time.monotonic() + 10.0
+    # get_message answers None for the subscription's own confirmation too.
+    while len(received) < 2 and time.monotonic() < deadline:
+        message = listener.get_message(timeout=1.0)
+        if message is not None:
+            received.append(json.loads(message["data"]))
+    assert [(m["kind"], m.get("repository"), m.get("tag")) for m in received] == [
+        ("purge", "org/app", "1"),
+        ("cache-stamp", None, None),
+    ]
+    listener.close()

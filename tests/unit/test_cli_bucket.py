@@ -8,12 +8,15 @@ to the command where it would open the one the config names.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import redis
+from attrs import define, field
 
-from mirrorproxy.admin import options
+from mirrorproxy.admin import clusternotice, options
 from mirrorproxy.admin.display import human_size
 from mirrorproxy.registry.names import Digest
 from mirrorproxy.server.clustersettings import ClusterSettings
@@ -315,3 +318,93 @@ def test_purge_with_gc_removes_what_only_those_tags_reached(bucket: BucketBuilde
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == f"freed {human_size(image.size)} (3 objects)"
     assert not any(k.startswith(bucket.bucket.keys.registry("docker.io")) for k in bucket.keys())
+
+
+# -- telling the nodes through Redis ------------------------------------------------
+
+
+@define
+class FakeRedis:
+    """redis-py's publish, as Redis answers it: how many subscribers got it."""
+
+    listeners: int = 2
+    down: bool = False
+    published: list[tuple[str, dict[str, object]]] = field(factory=list)
+    closed: bool = False
+
+    def publish(self, channel: str, message: bytes) -> int:
+        if self.down:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+        self.published.append((channel, json.loads(message)))
+        return self.listeners
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_redis(monkeypatch: pytest.MonkeyPatch) -> FakeRedis:
+    fake = FakeRedis()
+    monkeypatch.setattr(clusternotice, "redis_for", lambda address: fake)
+    return fake
+
+
+@pytest.fixture
+def redis_config(config: str) -> str:
+    with open(config, "a") as f:
+        f.write('redis = "redis://127.0.0.1:6399/0"\nadvertise = "http://10.0.0.5:5000"\n')
+    return config
+
+
+CHANNEL = "mirrorproxy/mirror/cache/:events"
+
+
+def test_a_purge_tells_the_nodes_through_redis(bucket: BucketBuilder, redis_config: str, fake_redis: FakeRedis) -> None:
+    bucket.image("library/alpine", "3", os.urandom(10))
+
+    result = invoke("purge", "--config", redis_config, "alpine:3")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "told the cluster through redis://127.0.0.1:6399/0 (2 nodes listening)"
+    sender = fake_redis.published[0][1]["node"]
+    assert fake_redis.published == [
+        (CHANNEL, {"node": sender, "kind": "purge", "registry": "docker.io", "repository": "library/alpine", "tag": "3"}),
+        (CHANNEL, {"node": sender, "kind": "cache-stamp"}),
+    ]
+    assert fake_redis.closed
+
+
+def test_gc_and_verify_tell_the_nodes_only_when_they_removed_something(
+    bucket: BucketBuilder, redis_config: str, fake_redis: FakeRedis
+) -> None:
+    bucket.image("org/app", "1", os.urandom(10))
+    old = bucket.image("org/old", "1", os.urandom(10))
+    bucket.client.objects.pop(bucket.tag_key("org/old", "1"))
+
+    assert invoke("verify", "--config", redis_config).exit_code == 0
+    assert invoke("gc", "--config", redis_config, "--grace", "0", "--dry-run").exit_code == 0
+    assert fake_redis.published == []
+
+    bucket.client.corrupt(bucket.blob_key(old.blobs[1]))
+    assert invoke("verify", "--config", redis_config).exit_code == 1
+    result = invoke("gc", "--config", redis_config, "--grace", "0")
+
+    assert result.exit_code == 0, result.output
+    assert [event["kind"] for _, event in fake_redis.published] == ["cache-stamp", "cache-stamp"]
+
+
+def test_a_redis_that_is_down_is_a_warning_after_the_work(
+    bucket: BucketBuilder, redis_config: str, fake_redis: FakeRedis
+) -> None:
+    bucket.image("org/app", "1", os.urandom(10))
+    fake_redis.down = True
+
+    result = invoke("purge", "--config", redis_config, "org/app")
+
+    assert result.exit_code == 0, result.output
+    assert bucket.tag_key("org/app", "1") not in bucket.keys()
+    assert result.stderr.splitlines() == [
+        "warning: cannot tell the nodes through redis://127.0.0.1:6399/0: Error 111 connecting to "
+        "127.0.0.1:6399. Connection refused.; running nodes keep what they hold in memory until they "
+        "next revalidate"
+    ]
