@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import botocore.session
@@ -21,11 +22,17 @@ import pytest
 import redis
 
 from mirrorproxy.admin.display import human_size
+from mirrorproxy.registry.names import Digest
 from mirrorproxy.storage.s3.bucket import Bucket, open_bucket
 from mirrorproxy.storage.s3.location import S3Endpoint, S3Location
 
 from ..unit.fakebucket import BucketBuilder
+from .harness.cluster import Cluster
+from .harness.mirror import MirrorFactory
+from .harness.oci import HOST
 from .harness.processes import child_env
+from .harness.publish import Publisher
+from .harness.registry import UpstreamRegistry
 from .harness.redisserver import RedisServer
 from .harness.s3service import S3Service
 
@@ -91,6 +98,11 @@ def config(tmp_path: Path, seaweedfs: S3Service, bucket_name: str, first_tier: P
 
 def keys(bucket: Bucket) -> set[str]:
     return {listed.key for listed in bucket.listing(bucket.keys.prefix)}
+
+
+def uploaded(bucket: Bucket) -> set[str]:
+    """The hex digests of the blobs in the bucket, whatever their registry."""
+    return {key.rpartition("/")[2] for key in keys(bucket) if "/blobs/sha256/" in key}
 
 
 def tier_note(first_tier: Path) -> str:
@@ -228,3 +240,45 @@ def test_a_purge_tells_the_nodes_listening_on_redis(
         ("cache-stamp", None, None),
     ]
     listener.close()
+
+
+def test_a_bucket_nodes_filled_is_counted_verified_and_kept_whole_by_gc(
+    tmp_path: Path,
+    seaweedfs: S3Service,
+    redis_server: RedisServer,
+    start_mirror: MirrorFactory,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    unique: Callable[[str], str],
+) -> None:
+    cluster = Cluster.empty(seaweedfs, redis_server, tmp_path, start_mirror)
+    # The operator's config names the upstream, so the admin command knows its registries.
+    node = cluster.start_node(extra=f'upstream = "{upstream.url}"')
+    image = publisher.image(f"org/{unique('node')}", "1", {HOST: (1 * MiB, 300_000)})
+    pulled = admin("prefetch", image.reference, "--mirror", node.url)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    bucket = real_bucket(seaweedfs, cluster.bucket)
+    blobs = image.blobs()
+    expected = {Digest.parse(b.digest).hex for b in blobs}
+    # Uploaded once each blob's fill committed, behind the pull.
+    deadline = time.monotonic() + 30.0
+    while not expected <= uploaded(bucket) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    config = str(cluster.directory / f"node-{node.port}.toml")
+    manifest = image.for_platform(HOST).manifest
+
+    stats = admin("stats", "--config", config, "--no-metrics")
+    verified = admin("verify", "--config", config)
+    before = keys(bucket)
+    collected = admin("gc", "--config", config, "--grace", "0")
+
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.splitlines()[1].endswith(
+        f"1 manifest ({human_size(manifest.size)}), {len(blobs)} blobs ({human_size(sum(b.size for b in blobs))})"
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    total = manifest.size + sum(b.size for b in blobs)
+    assert verified.stdout.splitlines()[-1] == f"checked {1 + len(blobs)} objects ({human_size(total)}): all good"
+    # Whatever the nodes' tags reach, gc leaves: here, all of it.
+    assert collected.returncode == 0, collected.stderr
+    assert keys(bucket) == before
