@@ -1,4 +1,5 @@
-"""``mirrorproxy``: the admin command, over a cache directory, running service or not.
+"""``mirrorproxy``: the admin command, over a cache directory or a cluster's
+bucket, running service or not.
 
 Only the command line lives here: options parsed, errors turned into one
 clear line and an exit status, the work handed to `inventory`, `contents`,
@@ -6,8 +7,9 @@ clear line and an exit status, the work handed to `inventory`, `contents`,
 `display`.
 
 Every subcommand takes ``--config FILE``, the service's own config file:
-the cache directory, the registries, and where the mirror and its metrics
-listen come from it, unless given on the command line.
+the cache directory (or, for a cluster node's, the shared bucket and the
+Redis its nodes listen on), the registries, and where the mirror and its
+metrics listen come from it, unless given on the command line.
 
 Exit status: 0 done; 1 the work found a problem (corrupt files, an image that
 could not be pulled, nothing to purge with --strict, an unreachable mirror);

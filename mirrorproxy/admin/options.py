@@ -19,10 +19,10 @@ from ..registry.descriptors import Platform
 from ..server.config import DEFAULT_CACHE_DIR
 from ..upstream.settings import UpstreamRegistry
 from . import display
-from .contents import UnknownRepository
-from .gc import DEFAULT_GRACE, NothingToPurge
 from .bucketsource import BucketSource, bucket_for
+from .contents import UnknownRepository
 from .directorysource import DirectorySource
+from .gc import DEFAULT_GRACE, NothingToPurge
 from .inventory import Inventory, UnknownRegistry, scan
 from .pullclient import PullFailed
 from .serviceconfig import (
@@ -155,7 +155,7 @@ def _cache_choice(service: ServiceConfig | None, cache_dir: str | None, registry
     )
 
 
-def cache_options(supplies: str = "the cache directory and registries") -> Callable[[F], F]:
+def cache_options(supplies: str = "the cache directory (or shared bucket) and registries") -> Callable[[F], F]:
     """--config, --cache-dir and --registry, for the commands that read the
     cache; the command gets them as `cache`, a CacheChoice."""
 
