@@ -1,4 +1,5 @@
-"""``mirrorproxy``: the admin command, over a cache directory, running service or not.
+"""``mirrorproxy``: the admin command, over a cache directory or a cluster's
+bucket, running service or not.
 
 Only the command line lives here: options parsed, errors turned into one
 clear line and an exit status, the work handed to `inventory`, `contents`,
@@ -6,8 +7,9 @@ clear line and an exit status, the work handed to `inventory`, `contents`,
 `display`.
 
 Every subcommand takes ``--config FILE``, the service's own config file:
-the cache directory, the registries, and where the mirror and its metrics
-listen come from it, unless given on the command line.
+the cache directory (or, for a cluster node's, the shared bucket and the
+Redis its nodes listen on), the registries, and where the mirror and its
+metrics listen come from it, unless given on the command line.
 
 Exit status: 0 done; 1 the work found a problem (corrupt files, an image that
 could not be pulled, nothing to purge with --strict, an unreachable mirror);
@@ -22,11 +24,14 @@ import time
 
 import click
 
+from ..cluster.events import CacheStampChanged, ClusterEvent, Purge
 from ..registry.descriptors import Platform
 from . import display
+from .clusternotice import NodesNotTold, tell_nodes
 from .contents import list_cache
 from .gc import NothingToPurge, collect, purge
 from .imagerefs import BadImageName, ImageName, parse_image
+from .inventory import Inventory
 from .options import (
     CacheChoice,
     ConfigFileProblem,
@@ -66,7 +71,9 @@ def main() -> None:
 
 
 @main.command()
-@cache_options("the cache directory, registries and metrics URL (its first metrics-listen endpoint)")
+@cache_options(
+    "the cache directory (or shared bucket), registries and metrics URL (its first metrics-listen endpoint)"
+)
 @click.option(
     "--metrics",
     "metrics_url",
@@ -80,7 +87,8 @@ def main() -> None:
 @plain_errors
 def stats(cache: CacheChoice, metrics_url: str | None, no_metrics: bool, as_json: bool) -> None:
     """Size and entries of the cache; the hit ratio if the service is reachable."""
-    inventory = cache.scan()
+    output = display.Output()
+    inventory = _scan(cache, output)
     outcomes: CacheOutcomes | str | None = None
     url: str | None = None
     if not no_metrics:
@@ -90,8 +98,7 @@ def stats(cache: CacheChoice, metrics_url: str | None, no_metrics: bool, as_json
             outcomes = read_outcomes(url)
         except MetricsUnavailable as e:
             outcomes = str(e)
-    document = display.stats_document(inventory, url, outcomes)
-    output = display.Output()
+    document = display.stats_document(inventory, url, outcomes, cache.first_tier)
     if as_json:
         output.json(document)
     else:
@@ -114,11 +121,13 @@ def ls_command(cache: CacheChoice, repository: str | None, as_json: bool) -> Non
         repository = name.repository
         if name.registry is not None:
             cache = cache.only(name.registry)
-    listing = list_cache(cache.scan(), repository)
     output = display.Output()
+    inventory = _scan(cache, output)
+    listing = list_cache(inventory, repository)
     if as_json:
         output.json(display.listing_document(listing))
     else:
+        display.show_source(output, inventory.source, cache.first_tier)
         display.show_listing(output, listing)
 
 
@@ -135,15 +144,20 @@ def ls_command(cache: CacheChoice, repository: str | None, as_json: bool) -> Non
 def verify_command(cache: CacheChoice, jobs: int) -> None:
     """Re-hash every cached blob and manifest; move corrupt ones to quarantine/.
 
-    Exits 1 if any corrupt file was found.
+    On a shared bucket (a config file with storage = "s3://..."), corrupt
+    objects are deleted instead: the next pull fetches them again.  Exits 1
+    if anything corrupt was found, or could not be checked.
     """
-    inventory = cache.scan()
     output = display.Output()
+    inventory = _scan(cache, output)
+    display.show_source(output, inventory.source, cache.first_tier)
     with output.byte_progress("verifying") as progress:
         progress.set_total(content_bytes(inventory))
         report = verify(inventory, jobs, progress.advance)
-    display.show_verify(output, report)
-    if report.findings:
+    display.show_verify(output, report, inventory.source.unit)
+    if any(f.outcome for f in report.findings):
+        _tell_nodes(cache, output, [CacheStampChanged()])
+    if report.findings or report.unchecked:
         raise SystemExit(1)
 
 
@@ -153,8 +167,14 @@ def verify_command(cache: CacheChoice, jobs: int) -> None:
 @plain_errors
 def gc_command(cache: CacheChoice, grace: float, dry_run: bool) -> None:
     """Remove manifests and blobs that no tag references."""
-    report = collect(cache.scan(), grace, time.time(), dry_run)
-    display.show_gc(display.Output(), report, grace, dry_run)
+    output = display.Output()
+    inventory = _scan(cache, output)
+    display.show_source(output, inventory.source, cache.first_tier)
+    with output.count_progress("removing" if not dry_run else "judging", inventory.source.unit + "s") as gone:
+        report = collect(inventory, grace, time.time(), dry_run, gone)
+    display.show_gc(output, report, grace, dry_run, inventory.source.unit)
+    if report.removed and not dry_run:
+        _tell_nodes(cache, output, [CacheStampChanged()])
 
 
 @main.command(name="purge")
@@ -182,8 +202,9 @@ def purge_command(
     tag = name.reference if isinstance(name.reference, str) else None
     if name.registry is not None:
         cache = cache.only(name.registry)
-    inventory = cache.scan()
     output = display.Output()
+    inventory = _scan(cache, output)
+    display.show_source(output, inventory.source, cache.first_tier)
     try:
         report = purge(inventory, name.repository, tag, grace, time.time(), with_content, dry_run)
     except NothingToPurge as e:
@@ -191,7 +212,13 @@ def purge_command(
             raise
         output.note(f"{e}; nothing purged")
         return
-    display.show_purge(output, report, grace, dry_run)
+    display.show_purge(output, report, grace, dry_run, inventory.source.unit)
+    if not dry_run:
+        purged = {r.registry for r in report.tags}
+        events: list[ClusterEvent] = [
+            Purge(r.name, r.canonical(name.repository), tag) for r in inventory.registries if r.name in purged
+        ]
+        _tell_nodes(cache, output, [*events, CacheStampChanged()])
 
 
 @main.command(name="prefetch")
@@ -271,6 +298,25 @@ def prefetch_command(
     display.show_prefetch_summary(output, results)
     if not all(r.ok for r in results):
         raise SystemExit(1)
+
+
+def _scan(cache: CacheChoice, output: display.Output) -> Inventory:
+    with output.count_progress(f"reading {cache.where}", "found") as found:
+        return cache.scan(found)
+
+
+def _tell_nodes(cache: CacheChoice, output: display.Output, events: list[ClusterEvent]) -> None:
+    """After removals from a bucket: tell its nodes, through their Redis if the config names one."""
+    if not cache.in_bucket or cache.service is None:
+        return
+    try:
+        told = tell_nodes(cache.service.settings.cluster, events)
+    except NodesNotTold as e:
+        output.warn(f"{e}; running nodes keep what they hold in memory until they next revalidate")
+        return
+    if told is not None:
+        listening = "1 node listening" if told.listeners == 1 else f"{told.listeners} nodes listening"
+        output.line(f"told the cluster through {told.address} ({listening})")
 
 
 def _metrics_url(service: ServiceConfig | None, explicit: str | None) -> tuple[str | None, str | None]:

@@ -10,21 +10,13 @@ is built here too, so the human and machine forms cannot drift apart.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from attrs import define, field
 from rich import box
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from ..storage.layout import TYPE, type_path
@@ -32,7 +24,9 @@ from .contents import Listing
 from .gc import GcReport, PurgeReport, Removal
 from .inventory import Inventory
 from .prefetch import ImagePlan, ImageResult
+from .progress import ByteProgress, byte_progress, count_progress
 from .scrape import OUTCOMES, CacheOutcomes
+from .source import ContentSource
 from .verify import VerifyReport
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
@@ -105,60 +99,27 @@ class Output:
     @contextmanager
     def byte_progress(self, description: str) -> Iterator[ByteProgress]:
         """A progress bar in bytes on a terminal; nothing but `log` lines otherwise."""
-        if not self.is_terminal:
-            yield ByteProgress(self, None, None)
-            return
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.out,
-        )
-        with progress:
-            task = progress.add_task(description, total=None)
-            yield ByteProgress(self, progress, task)
+        with byte_progress(self.out, self.warn, self.line, description) as progress:
+            yield progress
 
-
-@define(eq=False)
-class ByteProgress:
-    """What long operations report to: bytes done, and lines above the bar.
-
-    `advance` is called from worker threads; rich's Progress takes a lock.
-    """
-
-    _output: Output
-    _progress: Progress | None
-    _task: Any
-
-    def set_total(self, total: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, total=total)
-
-    def advance(self, count: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, count)
-
-    def warn(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(f"warning: {text}", style="yellow")
-        else:
-            self._output.warn(text)
-
-    def log(self, text: str, style: str | None = None) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text, style=style)
-        else:
-            self._output.line(text, style=style)
+    @contextmanager
+    def count_progress(self, description: str, what: str) -> Iterator[Callable[[int], None]]:
+        """A spinner counting `what` on a terminal, gone when done; nothing otherwise."""
+        with count_progress(self.out, description, what) as advance:
+            yield advance
 
 
 # -- stats ----------------------------------------------------------------------
 
 
 def stats_document(
-    inventory: Inventory, metrics_url: str | None, outcomes: CacheOutcomes | str | None
+    inventory: Inventory,
+    metrics_url: str | None,
+    outcomes: CacheOutcomes | str | None,
+    first_tier: str | None = None,
 ) -> dict[str, object]:
+    """What `stats` says; `first_tier` is a node's cache directory, when
+    the inventory is of the bucket it shares."""
     registries = []
     for r in inventory.registries:
         registries.append(
@@ -170,14 +131,17 @@ def stats_document(
                 "blobs": {"count": len(r.blobs), "bytes": sum(b.size for b in r.blobs.values())},
             }
         )
+    source = inventory.source
     document: dict[str, object] = {
-        "cacheDir": inventory.root,
+        ("cacheDir" if source.kind == "cache" else "bucket"): source.location,
         "bytes": sum(f.size for r in inventory.registries for f in r.content()),
         "entries": sum(len(r.manifests) + len(r.blobs) for r in inventory.registries),
         "registries": registries,
-        "spool": {"files": inventory.spool.files, "bytes": inventory.spool.bytes},
-        "quarantine": {"files": inventory.quarantine.files, "bytes": inventory.quarantine.bytes},
     }
+    for name, usage in inventory.usage.items():
+        document[name] = {"files": usage.files, "bytes": usage.bytes}
+    if first_tier is not None:
+        document["firstTier"] = first_tier
     if metrics_url is not None or isinstance(outcomes, str):
         metrics: dict[str, object] = {"url": metrics_url}
         if isinstance(outcomes, CacheOutcomes):
@@ -190,8 +154,9 @@ def stats_document(
 
 
 def show_stats(output: Output, document: dict[str, Any]) -> None:
+    where = f"cache {document['cacheDir']}" if "cacheDir" in document else f"bucket {document['bucket']}"
     output.line(
-        f"cache {document['cacheDir']}: {human_size(document['bytes'])} "
+        f"{where}: {human_size(document['bytes'])} "
         f"in {_plural(document['entries'], 'entry', 'entries')}"
     )
     for r in document["registries"]:
@@ -202,8 +167,11 @@ def show_stats(output: Output, document: dict[str, Any]) -> None:
             f"{_plural(r['blobs']['count'], 'blob')} ({human_size(r['blobs']['bytes'])})"
         )
     for name, why in (("spool", "being written"), ("quarantine", "found corrupt by verify")):
-        part = document[name]
-        output.line(f"  {name}: {_plural(part['files'], 'file')} ({human_size(part['bytes'])}), {why}")
+        part = document.get(name)
+        if part is not None:
+            output.line(f"  {name}: {_plural(part['files'], 'file')} ({human_size(part['bytes'])}), {why}")
+    if "firstTier" in document:
+        output.line(f"  not counted: {first_tier_note(document['firstTier'])}")
     metrics = document.get("metrics")
     if metrics is None:
         return
@@ -218,6 +186,19 @@ def show_stats(output: Output, document: dict[str, Any]) -> None:
     ratio = metrics["hitRatio"]
     percent = "no requests yet" if ratio is None else f"{ratio:.1%}"
     output.line(f"hit ratio since the service started: {percent} ({shown})")
+
+
+def first_tier_note(directory: str) -> str:
+    return f"this node's first tier, {directory} (--cache-dir {directory} looks at it)"
+
+
+def show_source(output: Output, source: ContentSource, first_tier: str | None) -> None:
+    """Which cache a command works on, when it is not the directory the
+    user may expect: a bucket in front of which the node's directory is
+    only a first tier."""
+    if source.kind == "bucket":
+        tier = f"; {first_tier_note(first_tier)}" if first_tier is not None else ""
+        output.line(f"bucket {source.location}{tier}")
 
 
 # -- ls ----------------------------------------------------------------------------
@@ -274,22 +255,25 @@ def show_listing(output: Output, listing: Listing) -> None:
 # -- verify ------------------------------------------------------------------------
 
 
-def show_verify(output: Output, report: VerifyReport) -> None:
+def show_verify(output: Output, report: VerifyReport, unit: str = "file") -> None:
     for text in report.warnings:
         output.warn(text)
     for f in report.findings:
-        where = f"moved to {f.quarantined}" if f.quarantined else "left: a fresh copy replaced it meanwhile"
+        where = f.outcome or "left: a fresh copy replaced it meanwhile"
         output.line(f"CORRUPT {f.kind} {f.name} ({f.registry}) {f.path}: {f.reason}; {where}", style="red")
-    summary = f"checked {_plural(report.checked, 'file')} ({human_size(report.bytes)}): "
+    summary = f"checked {_plural(report.checked, unit)} ({human_size(report.bytes)}): "
     if report.findings:
         summary += f"{len(report.findings)} corrupt"
     elif report.warnings:
         summary += "none corrupt"
     else:
         summary += "all good"
+    if report.unchecked:
+        summary += f", {report.unchecked} not checked"
     if report.warnings:
         summary += f", {_plural(len(report.warnings), 'warning')}"
-    output.line(summary, style="red" if report.findings else "yellow" if report.warnings else "green")
+    bad = report.findings or report.unchecked
+    output.line(summary, style="red" if bad else "yellow" if report.warnings else "green")
 
 
 # -- gc and purge ------------------------------------------------------------------
@@ -305,30 +289,30 @@ def removal_lines(removed: Sequence[Removal], dry_run: bool) -> Iterator[str]:
         yield f"{verb} {r.kind} {r.name} ({r.registry}, {human_size(r.size)})"
 
 
-def show_gc(output: Output, report: GcReport, grace: float, dry_run: bool) -> None:
+def show_gc(output: Output, report: GcReport, grace: float, dry_run: bool, unit: str = "file") -> None:
     for text in report.warnings:
         output.warn(text)
     for text in removal_lines(report.removed, dry_run):
         output.line(text)
     verb = "would free" if dry_run else "freed"
-    output.line(f"{verb} {human_size(report.freed)} ({_plural(len(report.removed), 'file')})")
+    output.line(f"{verb} {human_size(report.freed)} ({_plural(len(report.removed), unit)})")
     if report.kept_young:
         output.line(
-            f"kept {_plural(report.kept_young, 'unreferenced file')} used within the grace period "
+            f"kept {_plural(report.kept_young, 'unreferenced ' + unit)} used within the grace period "
             f"({human_duration(grace)}; --grace 0 removes them)"
         )
     if report.kept_unsure:
-        kept = _plural(report.kept_unsure, "unreferenced file")
+        kept = _plural(report.kept_unsure, "unreferenced " + unit)
         output.line(f"kept {kept} that the tags warned about may need")
 
 
-def show_purge(output: Output, report: PurgeReport, grace: float, dry_run: bool) -> None:
+def show_purge(output: Output, report: PurgeReport, grace: float, dry_run: bool, unit: str = "file") -> None:
     for text in removal_lines(report.tags, dry_run):
         output.line(text)
     if report.gc is None:
         output.line("content is left for gc (or purge with --gc)")
         return
-    show_gc(output, report.gc, grace, dry_run)
+    show_gc(output, report.gc, grace, dry_run, unit)
 
 
 # -- prefetch ----------------------------------------------------------------------

@@ -5,18 +5,22 @@ it: tag -> manifest or index -> child manifests -> config and layers.  `collect`
 removes every cached manifest and blob that is not live; `purge` removes tag
 records and, when asked, the content only those tags reached.
 
-Both are safe while the service runs:
-- Only content older than a grace period is removed (by mtime: when it was
-  written or, for blobs, last served).  A client pulling right now writes its
+Both work on a cache directory or a cluster's bucket (`source`), and are
+safe while mirrors run:
+- Only content older than a grace period is removed (when it was written
+  or, for blobs, last served: a file's mtime, a bucket blob's newest
+  last-use marker).  A client pulling right now writes its
   manifests and blobs before, or without, a tag record (a pull by digest);
   the grace period keeps them.  Age is checked again just before each
   removal, since the service may have rewritten a file since the scan.
 - ``spool/`` is never touched: fills in flight write there.
-- Removal is ``unlink``: a client already reading a file keeps reading it,
-  and a later request for it is a miss that fetches it again.  The worst a
-  race can do is cost one upstream fetch, never serve a wrong byte.
+- A later request for what was removed is a miss that fetches it again.
+  The worst a race can do is cost one upstream fetch, never serve a wrong
+  byte.
 - Directories are left in place: the service's commit creates a directory
   and then renames into it, and removing one in between would fail its write.
+- After a removal the source's cache stamp is rewritten, so running mirrors
+  forget the tag records and manifests they hold in memory.
 
 A tag whose target cannot be known keeps every unreferenced file it might
 need: one whose record names a manifest the cache does not hold (a HEAD
@@ -29,8 +33,7 @@ pulling or purging it lets the next gc judge them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from attrs import frozen
 
@@ -40,7 +43,7 @@ from ..registry.mediatypes import (
     DOCKER_SCHEMA1_SIGNED,
     OCI_MANIFEST,
 )
-from ..storage.layout import BLOB, MANIFEST, TYPE, ContentFile, type_path
+from ..storage.layout import BLOB, MANIFEST, TYPE, ContentFile
 from .inventory import (
     TAG,
     Closure,
@@ -48,6 +51,7 @@ from .inventory import (
     RegistryContent,
     TagEntry,
 )
+from .source import ContentSource
 
 DEFAULT_GRACE = 3600.0
 # What an image manifest can refer to: blobs, never other manifests.
@@ -94,25 +98,34 @@ class NothingToPurge(LookupError):
     """The repository or tag is not in the cache."""
 
 
-def collect(inventory: Inventory, grace: float, now: float, dry_run: bool = False) -> GcReport:
-    """Remove every manifest and blob no tag reaches, if older than `grace`."""
+def collect(
+    inventory: Inventory,
+    grace: float,
+    now: float,
+    dry_run: bool = False,
+    on_removed: Callable[[int], None] = lambda n: None,
+) -> GcReport:
+    """Remove every manifest and blob no tag reaches, if older than `grace`;
+    `on_removed` hears of each removal (a progress count)."""
     removed: list[Removal] = []
     kept_young = kept_unsure = 0
     warnings: list[str] = []
+    source = inventory.source
     for registry in inventory.registries:
         live = registry.closure(registry.tag_roots(registry.tags))
-        unsure = _unsure(registry, live, registry.tags)
+        unsure = _unsure(source, registry, live, registry.tags)
         warnings += unsure.warnings
         dead = [f for f in registry.content() if not _holds(live, f)]
         kept_unsure += sum(1 for f in dead if f.kind in unsure.kinds)
-        gone, young = _sweep([f for f in dead if f.kind not in unsure.kinds], grace, now, dry_run)
+        sure = [f for f in dead if f.kind not in unsure.kinds]
+        gone, young = _sweep(source, sure, grace, now, dry_run, on_removed)
         removed += gone
         kept_young += young
-        gone, young = _sweep_types(registry.orphan_types, grace, now, dry_run)
+        gone, young = _sweep_types(source, registry.orphan_types, grace, now, dry_run)
         removed += gone
         kept_young += young
     if removed and not dry_run:
-        inventory.layout.stamp_changed()
+        source.stamp_changed()
     return GcReport(tuple(removed), kept_young, tuple(warnings), kept_unsure)
 
 
@@ -136,26 +149,26 @@ def purge(
         purged = _select(registry, repository, tag)
         if not purged:
             continue
-        removed_tags += _remove_tags(purged, dry_run)
+        removed_tags += _remove_tags(inventory.source, purged, dry_run)
         if not with_content:
             continue
         remaining = [t for t in registry.tags if t not in purged]
         reached = registry.closure(registry.tag_roots(purged))
         kept = registry.closure(registry.tag_roots(remaining))
-        unsure = _unsure(registry, kept, remaining)
+        unsure = _unsure(inventory.source, registry, kept, remaining)
         warnings += unsure.warnings
         only_purged = [
             f for f in registry.content() if _holds(reached, f) and not _holds(kept, f)
         ]
         kept_unsure += sum(1 for f in only_purged if f.kind in unsure.kinds)
         only_purged = [f for f in only_purged if f.kind not in unsure.kinds]
-        gone, young = _sweep(only_purged, grace, now, dry_run)
+        gone, young = _sweep(inventory.source, only_purged, grace, now, dry_run)
         removed += gone
         kept_young += young
     if removed_tags and not dry_run:
         # After every removal: a mirror that notices sooner could read back
         # what is about to go.
-        inventory.layout.stamp_changed()
+        inventory.source.stamp_changed()
     if not removed_tags:
         what = f"{repository}:{tag}" if tag else f"repository {repository}"
         raise NothingToPurge(f"no {what} in the cache{inventory.full_name_hint(repository)}")
@@ -191,10 +204,19 @@ class _Unsure:
     warnings: tuple[str, ...]
 
 
-def _unsure(registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]) -> _Unsure:
+def _unsure(
+    source: ContentSource, registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]
+) -> _Unsure:
     kinds: set[str] = set()
     warnings: list[str] = []
     everything = "unreferenced manifests and blobs are kept"
+    if not source.keeps_all_tags and not registry.tags and (registry.manifests or registry.blobs):
+        # Nothing here says what is referenced: the tags are elsewhere.
+        kinds |= {MANIFEST, BLOB}
+        warnings.append(
+            f"{registry.name}: the {source.kind} holds no tag records of it (cluster nodes keep theirs "
+            f"in their cache directories and Redis); {everything}"
+        )
     for digest, why in live.unreadable:
         kinds |= {MANIFEST, BLOB}
         warnings.append(
@@ -222,10 +244,10 @@ def _unsure(registry: RegistryContent, live: Closure, tags: Iterable[TagEntry]) 
 # -- removal ------------------------------------------------------------------
 
 
-def _remove_tags(entries: list[TagEntry], dry_run: bool) -> list[Removal]:
+def _remove_tags(source: ContentSource, entries: list[TagEntry], dry_run: bool) -> list[Removal]:
     removed = []
     for entry in entries:
-        size = _remove(entry.path, dry_run)
+        size = source.remove_tag(entry.path, dry_run)
         if size is not None:
             name = entry.reference + (" (a narrower Accept's answer)" if entry.variant else "")
             removed.append(Removal(entry.registry, TAG, name, entry.path, size))
@@ -233,60 +255,44 @@ def _remove_tags(entries: list[TagEntry], dry_run: bool) -> list[Removal]:
 
 
 def _sweep(
-    files: list[ContentFile], grace: float, now: float, dry_run: bool
+    source: ContentSource,
+    files: list[ContentFile],
+    grace: float,
+    now: float,
+    dry_run: bool,
+    on_removed: Callable[[int], None] = lambda n: None,
 ) -> tuple[list[Removal], int]:
     """Remove `files` older than `grace`; manifests take their type along."""
     removed: list[Removal] = []
     young = 0
     # Any order is safe (see the module docstring); this one reads well.
     for found in sorted(files, key=lambda f: (f.kind != MANIFEST, f.path)):
-        if _is_young(found.path, grace, now):
+        if _is_young(source, found, grace, now):
             young += 1
             continue
-        size = _remove(found.path, dry_run)
-        if size is None:
-            continue
-        removed.append(Removal(found.registry, found.kind, str(found.digest), found.path, size))
-        if found.kind == MANIFEST:
-            media_type = type_path(found.path)
-            type_size = _remove(media_type, dry_run)
-            if type_size is not None:
-                removed.append(Removal(found.registry, TYPE, str(found.digest), media_type, type_size))
+        for gone in source.remove(found, dry_run):
+            removed.append(Removal(gone.registry, gone.kind, str(gone.digest), gone.path, gone.size))
+            on_removed(1)
     return removed, young
 
 
 def _sweep_types(
-    types: list[ContentFile], grace: float, now: float, dry_run: bool
+    source: ContentSource, types: list[ContentFile], grace: float, now: float, dry_run: bool
 ) -> tuple[list[Removal], int]:
     removed: list[Removal] = []
     young = 0
     for found in types:
         # The service writes a manifest's type first: a young orphan type is
         # most likely a manifest being written right now.
-        if _is_young(found.path, grace, now):
+        if _is_young(source, found, grace, now):
             young += 1
             continue
-        size = _remove(found.path, dry_run)
-        if size is not None:
-            removed.append(Removal(found.registry, TYPE, str(found.digest), found.path, size))
+        for gone in source.remove(found, dry_run):
+            removed.append(Removal(gone.registry, TYPE, str(gone.digest), gone.path, gone.size))
     return removed, young
 
 
-def _is_young(path: str, grace: float, now: float) -> bool:
-    try:
-        return now - os.lstat(path).st_mtime < grace
-    except FileNotFoundError:
-        # Gone already; _remove will say so.
-        return False
-
-
-def _remove(path: str, dry_run: bool) -> int | None:
-    """Unlink `path`; its size, or None if it was already gone."""
-    try:
-        size = os.lstat(path).st_size
-        if not dry_run:
-            os.unlink(path)
-    except FileNotFoundError:
-        return None
-    return size
-
+def _is_young(source: ContentSource, found: ContentFile, grace: float, now: float) -> bool:
+    changed = source.last_change(found)
+    # None: gone already; removing it says so.
+    return changed is not None and now - changed < grace

@@ -1,18 +1,20 @@
-"""What a cache directory holds, read from its files: a snapshot for the admin command.
+"""What a cache holds, read from its source: a snapshot for the admin command.
 
 It owns the reachability question: which manifests and blobs a set of tags
 keeps alive, following indexes to their child manifests and manifests to
-their config and layers.  Where things are, and which files are content at
-all, is the storage layout's (`storage.layout`): its walk yields only files
-that sit exactly where the store puts them, so a stray file is never
-mistaken for cache content.  The walk is synchronous (the admin command has
-no reactor) and tolerates files appearing and disappearing under it, since
-the service may be running.
+their config and layers.  Where things are, and which are content at all,
+is the source's (`source`: a cache directory through `storage.layout`, or a
+cluster's bucket): its walk yields only what sits exactly where the store
+puts it, so a stray file is never mistaken for cache content.  The walk is
+synchronous (the admin command has no reactor) and tolerates things
+appearing and disappearing under it, since mirrors may be running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from typing import TypeVar
 
 from attrs import define, field, frozen
 
@@ -23,11 +25,14 @@ from ..registry.descriptors import (
     references,
 )
 from ..registry.names import Digest, docker_hub_name
-from ..storage.layout import BLOB, MANIFEST, TYPE, ContentFile, Layout, type_path, usage
+from ..storage.layout import BLOB, MANIFEST, TYPE, ContentFile
 from ..storage.values import TagRecord
 from ..upstream.settings import DOCKER_HUB_NAMESPACE
+from .directorysource import DirectorySource
+from .source import ContentSource, Usage
 
 TAG = "tag"
+T = TypeVar("T")
 
 
 @frozen
@@ -52,14 +57,6 @@ class TagEntry:
 
 
 @frozen
-class Usage:
-    """Files and bytes under a directory that holds no cache content (spool, quarantine)."""
-
-    files: int = 0
-    bytes: int = 0
-
-
-@frozen
 class Closure:
     """What some roots keep alive: cached manifests, referenced blobs, and
     manifests that could not be followed (with why)."""
@@ -74,6 +71,7 @@ class RegistryContent:
     """One upstream's part of the cache: ``<cache>/<registry>/``."""
 
     name: str
+    _source: ContentSource
     blobs: dict[Digest, ContentFile]
     manifests: dict[Digest, ContentFile]
     # Type files whose manifest is absent: a crash between the two writes.
@@ -87,7 +85,7 @@ class RegistryContent:
         if found is None:
             return None
         if digest not in self._references:
-            self._references[digest] = _read_references(found.path, type_path(found.path))
+            self._references[digest] = _read_references(self._source, found)
         return self._references[digest]
 
     def closure(self, roots: Iterable[Digest]) -> Closure:
@@ -140,14 +138,10 @@ class RegistryContent:
 
 @define(eq=False)
 class Inventory:
-    root: str
+    source: ContentSource
     registries: list[RegistryContent]
-    spool: Usage
-    quarantine: Usage
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.root)
+    # Space holding no content, by name (a directory's spool and quarantine).
+    usage: dict[str, Usage]
 
     def full_name_hint(self, repository: str) -> str:
         """For a one-word name that found nothing: the registries other than
@@ -174,77 +168,86 @@ class UnknownRegistry(LookupError):
 
 
 def scan(
-    root: str, only_registry: str | None = None, configured: Sequence[str] | None = None
+    root: str | ContentSource,
+    only_registry: str | None = None,
+    configured: Sequence[str] | None = None,
+    on_found: Callable[[int], None] = lambda n: None,
 ) -> Inventory:
-    """Read the cache at `root` (which must exist): every registry it holds,
-    or `only_registry` (which must be there), or those of `configured` (the
-    directory names of a service's registries) it holds."""
-    layout = Layout(root)
-    names = layout.registries()
+    """Read the cache at `root` (a directory, which must exist, or a source):
+    every registry it holds, or `only_registry` (which must be there), or
+    those of `configured` (the namespaces of a service's registries) it
+    holds.  `on_found` hears of each thing listed (a progress count)."""
+    source = DirectorySource(root) if isinstance(root, str) else root
+    names = source.registries()
     if only_registry is not None:
         if only_registry not in names:
             known = ", ".join(names) or "none"
-            raise UnknownRegistry(f"no registry {only_registry!r} in {root} (it has: {known})")
+            raise UnknownRegistry(
+                f"no registry {only_registry!r} in {source.location} (it has: {known})"
+            )
         names = [only_registry]
     elif configured is not None:
         names = [name for name in names if name in configured]
     return Inventory(
-        root,
-        [scan_registry(layout, name) for name in names],
-        Usage(*usage(layout.spool_dir)),
-        Usage(*usage(layout.quarantine_dir)),
+        source,
+        [scan_registry(source, name, on_found) for name in names],
+        source.usage(),
     )
 
 
-def scan_registry(layout: Layout, registry: str) -> RegistryContent:
-    blobs = {f.digest: f for f in layout.content(registry, BLOB)}
+def scan_registry(
+    source: ContentSource, registry: str, on_found: Callable[[int], None] = lambda n: None
+) -> RegistryContent:
+    blobs = {f.digest: f for f in _counted(source.content(registry, BLOB), on_found)}
     manifests: dict[Digest, ContentFile] = {}
     types: dict[Digest, ContentFile] = {}
-    for found in layout.content(registry, MANIFEST):
+    for found in _counted(source.content(registry, MANIFEST), on_found):
         (types if found.kind == TYPE else manifests)[found.digest] = found
     orphan_types = [t for d, t in sorted(types.items(), key=lambda i: i[0].hex) if d not in manifests]
-    return RegistryContent(registry, blobs, manifests, orphan_types, list(_tags(layout, registry)))
+    tags = list(_counted(_tags(source, registry), on_found))
+    return RegistryContent(registry, source, blobs, manifests, orphan_types, tags)
 
 
-def _tags(layout: Layout, registry: str) -> Iterator[TagEntry]:
-    for found in layout.tags(registry):
-        entry = read_tag_entry(registry, found.repository, found.tag, found.path, found.variant)
+def _counted(found: Iterable[T], on_found: Callable[[int], None]) -> Iterator[T]:
+    for item in found:
+        on_found(1)
+        yield item
+
+
+def _tags(source: ContentSource, registry: str) -> Iterator[TagEntry]:
+    for found in source.tags(registry):
+        entry = read_tag_entry(source, registry, found.repository, found.tag, found.path, found.variant)
         if entry is not None:
             yield entry
 
 
 def read_tag_entry(
-    registry: str, repository: str, tag: str, path: str, variant: str | None = None
+    source: ContentSource,
+    registry: str,
+    repository: str,
+    tag: str,
+    path: str,
+    variant: str | None = None,
 ) -> TagEntry | None:
-    """A tag record file read; None if it vanished meanwhile."""
+    """A tag record read; None if it vanished meanwhile."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_MANIFEST_SIZE)
-    except FileNotFoundError:
-        return None
+        data = source.read(path, MAX_MANIFEST_SIZE)
     except OSError as e:
         return TagEntry(registry, repository, tag, path, None, f"unreadable: {e.strerror or e}", variant)
+    if data is None:
+        return None
     try:
         return TagEntry(registry, repository, tag, path, TagRecord.from_json(data), variant=variant)
     except (ValueError, KeyError, TypeError) as e:
         return TagEntry(registry, repository, tag, path, None, f"not a tag record: {e}", variant)
 
 
-def _read_references(path: str, media_type_path: str) -> References | ManifestUnreadable:
+def _read_references(source: ContentSource, found: ContentFile) -> References | ManifestUnreadable:
     try:
-        with open(path, "rb") as f:
-            body = f.read(MAX_MANIFEST_SIZE + 1)
+        body, media_type = source.read_manifest(found, MAX_MANIFEST_SIZE + 1)
     except OSError as e:
         return ManifestUnreadable(f"cannot read: {e.strerror or e}")
     try:
-        return references(body, _media_type(media_type_path))
+        return references(body, media_type)
     except ManifestUnreadable as e:
         return e
-
-
-def _media_type(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(1024).decode("utf-8", "replace").strip()
-    except OSError:
-        return None

@@ -19,7 +19,9 @@ from ..registry.descriptors import Platform
 from ..server.config import DEFAULT_CACHE_DIR
 from ..upstream.settings import UpstreamRegistry
 from . import display
+from .bucketsource import BucketSource, bucket_for
 from .contents import UnknownRepository
+from .directorysource import DirectorySource
 from .gc import DEFAULT_GRACE, NothingToPurge
 from .inventory import Inventory, UnknownRegistry, scan
 from .pullclient import PullFailed
@@ -86,11 +88,34 @@ def service_config(path: str | None, instead: str) -> ServiceConfig | None:
 
 @frozen
 class CacheChoice:
-    """The cache a command works on, and the service's config if given."""
+    """The cache a command works on, and the service's config if given.
+
+    `root` is the cache directory; when `in_bucket`, the config's shared
+    bucket is what the command works on, and `root` is only the node's
+    first tier in front of it (named in the output, never read)."""
 
     root: str
     registry: str | None
     service: ServiceConfig | None
+    in_bucket: bool = False
+
+    @property
+    def where(self) -> str:
+        if self.in_bucket:
+            assert self.service is not None
+            return f"bucket {self.service.settings.cluster.storage}"
+        return f"cache {self.root}"
+
+    @property
+    def first_tier(self) -> str | None:
+        """The node's own directory, when the command works on its bucket."""
+        return self.root if self.in_bucket else None
+
+    def source(self) -> DirectorySource | BucketSource:
+        if self.in_bucket:
+            assert self.service is not None
+            return BucketSource(bucket_for(self.service.settings.cluster))
+        return DirectorySource(self.root)
 
     def only(self, registry: str) -> CacheChoice:
         """The same, restricted to a registry a name named (``ghcr.io/...``)."""
@@ -99,19 +124,22 @@ class CacheChoice:
             raise click.UsageError(f"the name is for {registry}, --registry says {self.registry}")
         return attrs.evolve(self, registry=key)
 
-    def scan(self) -> Inventory:
+    def scan(self, on_found: Callable[[int], None] = lambda n: None) -> Inventory:
         # Explicit --registry, else the service's registries, else all.
         configured = None
         if self.service is not None:
             configured = [r.cache_key for r in self.service.registries()]
         try:
-            return scan(self.root, self.registry, configured)
+            return scan(self.source(), self.registry, configured, on_found)
         except UnknownRegistry as e:
             raise click.BadParameter(str(e.args[0]), param_hint="'--registry'") from None
 
 
 def _cache_choice(service: ServiceConfig | None, cache_dir: str | None, registry: str | None) -> CacheChoice:
     root = cache_dir or (service.cache_dir if service is not None else DEFAULT_CACHE_DIR)
+    if cache_dir is None and service is not None and service.settings.cluster.shared:
+        # A node's cache directory is only its first tier: the bucket is the cache.
+        return CacheChoice(root, registry, service, in_bucket=True)
     if os.path.isdir(root):
         return CacheChoice(root, registry, service)
     if cache_dir is None and service is not None:
@@ -127,7 +155,7 @@ def _cache_choice(service: ServiceConfig | None, cache_dir: str | None, registry
     )
 
 
-def cache_options(supplies: str = "the cache directory and registries") -> Callable[[F], F]:
+def cache_options(supplies: str = "the cache directory (or shared bucket) and registries") -> Callable[[F], F]:
     """--config, --cache-dir and --registry, for the commands that read the
     cache; the command gets them as `cache`, a CacheChoice."""
 
@@ -150,8 +178,9 @@ def cache_options(supplies: str = "the cache directory and registries") -> Calla
             "--cache-dir",
             metavar="DIR",
             default=None,
-            help="The service's cache directory. "
-            f"Default: the config file's cache-dir, else ./{DEFAULT_CACHE_DIR}.",
+            help="The service's cache directory (for a node sharing a bucket, its first tier). "
+            "Default: the config file's storage bucket, else its cache-dir, "
+            f"else ./{DEFAULT_CACHE_DIR}.",
         )(decorated)
         decorated = config_option(supplies)(decorated)
         return decorated  # type: ignore[no-any-return]

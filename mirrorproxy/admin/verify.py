@@ -1,58 +1,55 @@
 """Checking the cache: every blob and manifest re-hashed against its digest.
 
-A corrupt file (wrong sha256, unreadable) and an unreadable tag record are
-moved to ``<cache>/quarantine/<registry>/<the same relative path>``: out of the
-service's sight, so the next request for it is a miss that fetches a good
-copy, yet kept for a person to look at.  The move is one rename inside the
-cache directory, so it is atomic, and is made only if the path still holds
-the very file that was judged: the service may have put a fresh copy there
-meanwhile.
+Corrupt content (wrong sha256, unreadable) and unreadable tag records are
+taken out of the mirrors' sight by the source (`source`): a cache
+directory moves them to its quarantine (kept for a person to look at), a
+bucket deletes them; either way the next request for one is a miss that
+fetches a good copy.  Only the very copy that was judged goes: a mirror may
+have put a fresh one in its place meanwhile.
 
 A tag record naming a manifest the cache does not hold is not corrupt (a
 HEAD teaches the mirror a tag without its manifest, and a quarantine leaves
 the tag behind), but it is worth a warning: until the tag is pulled again, gc
 cannot tell what it needs and keeps whatever no tag reaches.
 
-Files are hashed in a thread pool, a chunk at a time (hashlib releases the
-GIL on large updates, so the threads overlap), never a whole file in memory.
+Content is hashed in a thread pool, a chunk at a time as it is read (a file,
+or a bucket object's streamed GET), never whole in memory (hashlib releases
+the GIL on large updates, so the threads overlap).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
 
 from attrs import frozen
 
-from ..storage.layout import MANIFEST, ContentFile, Layout, type_path
+from ..storage.layout import MANIFEST, ContentFile
 from .inventory import (
     TAG,
     Inventory,
     TagEntry,
     read_tag_entry,
 )
+from .source import ContentSource, NotChecked, Reading
 
 CHUNK = 1024 * 1024
 DEFAULT_JOBS = 4
 
-# (st_dev, st_ino): which file a path held when it was judged.
-Identity = tuple[int, int]
-
 
 @frozen
 class Finding:
-    """One corrupt file: what it is, where it was, why, and where it went."""
+    """One corrupt file or object: what it is, where it was, why, and what was done."""
 
     registry: str
     kind: str
     name: str
     path: str
     reason: str
-    # None when the path held another file by the time it was to be moved.
-    quarantined: str | None
+    # "moved to ...", "deleted ..."; None when the path held another copy
+    # by the time it was to be set aside.
+    outcome: str | None
 
 
 @frozen
@@ -63,15 +60,20 @@ class VerifyReport:
     # Files gone between the listing and their check (the service evicted
     # or replaced them); not a fault.
     vanished: int
-    # Tags naming a manifest the cache does not hold.
+    # Tags naming a manifest the cache does not hold; content that could
+    # not be checked (a bucket that failed to answer).
     warnings: tuple[str, ...] = ()
+    unchecked: int = 0
 
 
 @frozen
 class _Checked:
+    # Why it is corrupt; or, with `unchecked`, why it could not be checked.
     reason: str | None
-    identity: Identity | None
+    # Which copy was judged (None: it vanished).
+    identity: Hashable | None
     size: int
+    unchecked: bool = False
 
 
 def content_bytes(inventory: Inventory) -> int:
@@ -84,32 +86,40 @@ def verify(
     jobs: int = DEFAULT_JOBS,
     on_bytes: Callable[[int], None] = lambda n: None,
 ) -> VerifyReport:
+    source = inventory.source
     files = [f for r in inventory.registries for f in r.content()]
     findings: list[Finding] = []
+    unchecked: list[str] = []
     checked = hashed = vanished = 0
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="verify") as pool:
-        results = pool.map(lambda f: _check(f, on_bytes), files)
+        results = pool.map(lambda f: _check(source, f, on_bytes), files)
         for found, result in zip(files, results):
+            if result.unchecked:
+                unchecked.append(f"{found.registry}: {found.kind} {found.digest} not checked: {result.reason}")
+                continue
             if result.identity is None and result.reason is None:
                 vanished += 1
                 continue
             checked += 1
             hashed += result.size
             if result.reason is not None:
-                findings.append(_quarantine_content(inventory.layout, found, result))
+                outcome = source.set_aside(found, result.identity)
+                findings.append(
+                    Finding(found.registry, found.kind, str(found.digest), found.path, result.reason, outcome)
+                )
     for registry in inventory.registries:
         for entry in registry.tags:
             if entry.problem is not None:
                 checked += 1
-                findings.append(_quarantine_tag(inventory.layout, entry))
-    if any(f.quarantined for f in findings):
-        inventory.layout.stamp_changed()
-    warnings = _tags_without_manifest(inventory, findings)
-    return VerifyReport(checked, hashed, tuple(findings), vanished, tuple(warnings))
+                findings.append(_set_aside_tag(source, entry))
+    if any(f.outcome for f in findings):
+        source.stamp_changed()
+    warnings = unchecked + _tags_without_manifest(inventory, findings)
+    return VerifyReport(checked, hashed, tuple(findings), vanished, tuple(warnings), len(unchecked))
 
 
 def _tags_without_manifest(inventory: Inventory, findings: list[Finding]) -> list[str]:
-    moved = {(f.registry, f.name) for f in findings if f.kind == MANIFEST and f.quarantined}
+    moved = {(f.registry, f.name) for f in findings if f.kind == MANIFEST and f.outcome}
     warnings = []
     for registry in inventory.registries:
         for entry in registry.tags:
@@ -128,85 +138,37 @@ def _tags_without_manifest(inventory: Inventory, findings: list[Finding]) -> lis
 # -- checking -------------------------------------------------------------------
 
 
-def _check(found: ContentFile, on_bytes: Callable[[int], None]) -> _Checked:
+def _check(source: ContentSource, found: ContentFile, on_bytes: Callable[[int], None]) -> _Checked:
     try:
-        with open(found.path, "rb", buffering=0) as f:
-            return _hash(f, found, on_bytes)
-    except FileNotFoundError:
-        return _Checked(None, None, 0)
+        with source.open(found) as reading:
+            if reading is None:
+                return _Checked(None, None, 0)
+            return _hash(reading, found, on_bytes)
+    except NotChecked as e:
+        return _Checked(str(e), None, 0, unchecked=True)
     except OSError as e:
-        return _Checked(f"cannot open: {e.strerror or e}", _identity_of(found.path), 0)
+        return _Checked(f"cannot open: {e.strerror or e}", source.identity(found.path), 0)
 
 
-def _hash(f: BinaryIO, found: ContentFile, on_bytes: Callable[[int], None]) -> _Checked:
-    info = os.fstat(f.fileno())
-    identity = (info.st_dev, info.st_ino)
+def _hash(reading: Reading, found: ContentFile, on_bytes: Callable[[int], None]) -> _Checked:
     hasher, size = hashlib.sha256(), 0
     try:
-        while chunk := f.read(CHUNK):
+        while chunk := reading.read(CHUNK):
             hasher.update(chunk)
             size += len(chunk)
             on_bytes(len(chunk))
     except OSError as e:
-        return _Checked(f"read error after {size} bytes: {e.strerror or e}", identity, size)
+        return _Checked(f"read error after {size} bytes: {e.strerror or e}", reading.identity, size)
     actual = hasher.hexdigest()
     if actual != found.digest.hex:
-        return _Checked(f"content hashes to sha256:{actual} ({size} bytes)", identity, size)
-    return _Checked(None, identity, size)
+        return _Checked(f"content hashes to sha256:{actual} ({size} bytes)", reading.identity, size)
+    return _Checked(None, reading.identity, size)
 
 
-def _identity_of(path: str) -> Identity | None:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-# -- quarantine -----------------------------------------------------------------
-
-
-def _quarantine_content(layout: Layout, found: ContentFile, result: _Checked) -> Finding:
-    target = layout.quarantine_path(found.registry, found.path)
-    moved = _move_if_same(found.path, target, result.identity)
-    if moved is not None and found.kind == MANIFEST:
-        # The type follows its manifest; alone it would be harmless, but a
-        # person looking at the quarantine wants both.
-        _move_if_same(type_path(found.path), type_path(moved), None)
-    return Finding(found.registry, found.kind, str(found.digest), found.path, result.reason or "", moved)
-
-
-def _quarantine_tag(layout: Layout, entry: TagEntry) -> Finding:
+def _set_aside_tag(source: ContentSource, entry: TagEntry) -> Finding:
     # Read it again: the service may have rewritten it since the scan.
-    again = read_tag_entry(entry.registry, entry.repository, entry.tag, entry.path)
-    moved = None
+    again = read_tag_entry(source, entry.registry, entry.repository, entry.tag, entry.path)
+    outcome = None
     if again is not None and again.problem is not None:
-        target = layout.quarantine_path(entry.registry, entry.path)
-        moved = _move_if_same(entry.path, target, _identity_of(entry.path))
-    return Finding(entry.registry, TAG, entry.reference, entry.path, entry.problem or "", moved)
-
-
-def _move_if_same(path: str, target: str, identity: Identity | None) -> str | None:
-    """Rename `path` into the quarantine if it still is the file judged.
-
-    No fsync: a rename lost in a crash leaves the corrupt file where it was,
-    and the next verify finds it again.
-    """
-    if identity is not None and _identity_of(path) != identity:
-        return None
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    target = _unused(target)
-    try:
-        os.rename(path, target)
-    except FileNotFoundError:
-        return None
-    return target
-
-
-def _unused(path: str) -> str:
-    """`path`, or `path.N` if an earlier verify already quarantined that name."""
-    candidate, number = path, 0
-    while os.path.lexists(candidate) or os.path.lexists(type_path(candidate)):
-        number += 1
-        candidate = f"{path}.{number}"
-    return candidate
+        outcome = source.set_aside_tag(entry.registry, entry.path)
+    return Finding(entry.registry, TAG, entry.reference, entry.path, entry.problem or "", outcome)

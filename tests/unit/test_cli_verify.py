@@ -125,7 +125,7 @@ def test_a_file_replaced_after_it_was_judged_is_left_alone(cache: CacheBuilder) 
     report = verify(scan(cache.root), jobs=1, on_bytes=on_bytes)
 
     (finding,) = report.findings
-    assert finding.quarantined is None
+    assert finding.outcome is None
     assert Path(path).read_bytes() == layer.data
 
 
