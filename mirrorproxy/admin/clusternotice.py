@@ -43,9 +43,8 @@ def tell_nodes(cluster: ClusterSettings, events: Sequence[ClusterEvent]) -> Told
     """Publish `events` on the cluster's channel; None without a Redis."""
     if cluster.redis is None or cluster.storage is None or not events:
         return None
-    # The key space the nodes use: clusters sharing a Redis are told apart
-    # by their bucket and prefix (as server.clusterbuild names it).
-    keys = KeySpace(f"mirrorproxy/{cluster.storage.bucket}/{cluster.storage.prefix}")
+    # The key space the nodes use (clusters sharing a Redis are told apart).
+    keys = KeySpace(cluster.redis_prefix)
     sender = f"mirrorproxy-admin@{socket.gethostname()}"
     client = redis_for(cluster.redis)
     listeners = 0

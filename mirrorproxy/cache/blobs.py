@@ -159,6 +159,8 @@ class BlobCache:
                     hit = self._opened(digest, CompleteFile(opened.size), opened.fd, opened.size, HIT)
                     if self.evictor is not None:
                         self.evictor.touch(self._registry, digest)
+                    if self.cluster is not None:
+                        self.cluster.used(self._registry, digest)
                     return hit
                 fill = self._running_fill(digest)
             if fill is None and digest in self._recent:

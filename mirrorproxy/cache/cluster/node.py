@@ -13,6 +13,7 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
@@ -99,6 +100,15 @@ class ClusterNode:
         self._in_bucket.move_to_end((registry, digest))
         while len(self._in_bucket) > _KNOWN_IN_BUCKET:
             self._in_bucket.popitem(last=False)
+
+    def used(self, registry: str, digest: Digest) -> None:
+        """A hit: the bucket's last-use marker (the store writes it at most
+        hourly), which the admin command's gc weighs."""
+
+        def failed(failure: Any) -> None:
+            self.bucket_errors["mark used"] += 1
+
+        Deferred.fromCoroutine(self.bucket.mark_used(registry, digest)).addErrback(failed)
 
     async def claim(self, registry: str, digest: Digest) -> ClaimOutcome:
         if self.coordination is None:

@@ -146,7 +146,16 @@ class TieredStore:
             else:
                 if shared is not None:
                     return shared
-        return await self.local.read_tag(registry, repository, tag, variant)
+        found = await self.local.read_tag(registry, repository, tag, variant)
+        if found is not None:
+            return found
+        # A node with an empty disk (and Redis away, or its record expired):
+        # what the bucket keeps.
+        try:
+            return await self.bucket.read_tag(registry, repository, tag, variant)
+        except Exception as e:
+            self._failed("tag read", e)
+            return None
 
     async def write_tag(
         self, registry: str, repository: str, tag: str, record: TagRecord, variant: str | None = None
@@ -157,6 +166,12 @@ class TieredStore:
                 await self.tags.put(registry, repository, tag, record, variant)
             except RedisUnavailable as e:
                 self._failed("tag write", e)
+        # In the bucket too: the admin command judges the bucket's content
+        # by the tags it holds (gc, purge), and a fresh node finds them.
+        try:
+            await self.bucket.write_tag(registry, repository, tag, record, variant)
+        except Exception as e:
+            self._failed("tag write", e)
 
     def _failed(self, what: str, error: BaseException) -> None:
         self.errors[what] += 1
