@@ -19,7 +19,7 @@ from .harness.dockerd import Dockerd
 from .harness.fetching import Received, fetch
 from .harness.mirror import Mirror, MirrorFactory
 from .harness.oci import HOST
-from .harness.nodelog import REDIS_ANSWERS, accesses, said, wait_until_said
+from .harness.nodelog import accesses, said, wait_until_redis_answered
 from .harness.progress import Download
 from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.redisserver import RedisServer
@@ -127,7 +127,7 @@ def wait_for_redis(nodes: list[Mirror], times: int = 1) -> None:
     """Until every node has found Redis answering ``times`` times (once at
     its start, once more after each outage)."""
     for node in nodes:
-        wait_until_said(node, REDIS_ANSWERS, times)
+        wait_until_redis_answered(node, times)
 
 
 def test_a_node_killed_mid_blob_leaves_its_follower_to_finish_from_upstream(

@@ -15,9 +15,9 @@ from .mirror import Mirror
 from .processes import POLL_INTERVAL
 
 ACCESS = "mirrorproxy.access"
-# What a node logs when Redis answers it: once when it first connects, once
-# each time Redis comes back after an outage.
-REDIS_ANSWERS = "answers again"
+# Where a node logs that Redis answers it: once when it first connects
+# ("... answers"), once each time Redis comes back ("... answers again").
+REDIS_HEALTH = "mirrorproxy.cluster.health"
 
 
 @frozen
@@ -49,15 +49,27 @@ def accesses(node: Mirror, since: int = 0) -> list[Access]:
     ]
 
 
-def said(node: Mirror, text: str) -> int:
-    """How many of the node's events say ``text``."""
-    return sum(1 for e in events(node) if text in str(e.get("text", "")))
+def said(node: Mirror, text: str, namespace: str | None = None) -> int:
+    """How many of the node's events (of `namespace`, if given) say ``text``."""
+    return sum(
+        1
+        for e in events(node)
+        if text in str(e.get("text", "")) and namespace in (None, e.get("namespace"))
+    )
 
 
-def wait_until_said(node: Mirror, text: str, times: int, timeout: float = 20.0) -> None:
-    """Until the node's log says ``text`` at least ``times`` times."""
+def redis_answered(node: Mirror) -> int:
+    """How often the node found Redis answering (at start, and after each outage)."""
+    return said(node, " answers", REDIS_HEALTH)
+
+
+def wait_until_redis_answered(node: Mirror, times: int, timeout: float = 20.0) -> None:
+    wait_until(node, lambda: redis_answered(node) >= times, f"find Redis answering {times} times", timeout)
+
+
+def wait_until(node: Mirror, done: Any, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while said(node, text) < times:
+    while not done():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{node.url} did not say {text!r} {times} times within {timeout}s")
+            raise TimeoutError(f"{node.url} did not {what} within {timeout}s")
         time.sleep(POLL_INTERVAL)
