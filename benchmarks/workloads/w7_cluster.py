@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import statistics
 import time
+from contextlib import ExitStack
 
 from ..cluster import Backends, Node, Nodes
 from ..content import BlobRef
@@ -104,7 +105,7 @@ def _herd_one_node(bench: Bench, results: Results, blob: BlobRef, variant: str, 
     fig[WALL].add(ONE_NODE, herd.wall, cores=cpu.cores)
     bench.say(
         f"w7 {variant}: rep {rep + 1} one node: {gets} GETs, TTFB median {statistics.median(ttfbs):.0f} ms "
-        f"max {max(ttfbs):.0f} ms, wall {herd.wall:.2f}s"
+        f"max {max(ttfbs):.0f} ms, wall {herd.wall:.2f}s; cores {cpu.cores:.2f}"
     )
 
 
@@ -119,21 +120,28 @@ def _herd_nodes(
         specs = [ClientSpec(blob.path, None, blob.size, blob.digest, port=nodes[i % len(nodes)].port)
                  for i in range(p.cluster_clients)]
         mark = bench.upstream.mark()
-        pids = [n.mirror.process.pid for n in nodes] + backends.store_pids()
-        with CpuMeter(pids) as cpu:
+        meters = [CpuMeter([n.mirror.process.pid]) for n in nodes]
+        with ExitStack() as stack, CpuMeter(backends.store_pids()) as store:
+            for meter in meters:
+                stack.enter_context(meter)
             herd = run_clients("127.0.0.1", nodes[0].port, specs, p.client_deadline, verify=p.verify_digests)
         _ensure_alive(backends, nodes)
         _check(f"{variant} herd on {len(nodes)} nodes", herd)
         gets = upstream_fetches(bench.upstream, blob, mark)
         fillers = {n.port for n in nodes if n.upstream_blob_gets() > 0}
-        _record(bench, fig, variant, rep, herd, specs, gets, fillers, cpu.cores)
+        cores = {
+            "filling_node_cores": sum(m.cores for n, m in zip(nodes, meters) if n.port in fillers),
+            "other_nodes_cores": sum(m.cores for n, m in zip(nodes, meters) if n.port not in fillers),
+            "seaweedfs_cores": store.cores,
+        }
+        _record(bench, fig, variant, rep, herd, specs, gets, fillers, cores)
         if warm:
             _warm(bench, results, backends, cluster, blob)
 
 
 def _record(
     bench: Bench, fig: dict[str, Figure], variant: str, rep: int,
-    herd: RunResult, specs: list[ClientSpec], gets: int, fillers: set[int | None], cores: float,
+    herd: RunResult, specs: list[ClientSpec], gets: int, fillers: set[int | None], cores: dict[str, float],
 ) -> None:
     if not fillers:
         raise RuntimeError(f"w7: {variant}: no node says it fetched the blob from upstream ({gets} GETs seen)")
@@ -145,13 +153,13 @@ def _record(
     if on_others:
         fig[OTHERS_TTFB_MEDIAN].add(NODES, statistics.median(on_others))
         fig[OTHERS_TTFB_MAX].add(NODES, max(on_others))
-    # Cores: the nodes and SeaweedFS together.
-    fig[WALL].add(NODES, herd.wall, cores=cores)
+    fig[WALL].add(NODES, herd.wall, cores=round(sum(cores.values()), 2), **cores)
     others = f"{statistics.median(on_others):.0f}/{max(on_others):.0f} ms" if on_others else "-"
     bench.say(
         f"w7 {variant}: rep {rep + 1} {NODES}: {gets} GETs ({len(fillers)} filling), TTFB "
         f"median/max on the filler {statistics.median(on_filler):.0f}/{max(on_filler):.0f} ms, "
-        f"on the others {others}, wall {herd.wall:.2f}s"
+        f"on the others {others}, wall {herd.wall:.2f}s; cores: "
+        + ", ".join(f"{k.removesuffix('_cores')} {v:.2f}" for k, v in cores.items())
     )
 
 
