@@ -10,7 +10,10 @@ Every client connects first; then all send their request together (t0).
 Per client it records the status, the bytes of body received, the time to
 the first body byte and to the last, both from t0. A client with a ``rate``
 reads at most that many bytes a second; those "slow" clients are stopped
-once every other client is done, if the spec says so.
+once every other client is done, if the spec says so. A client may have a
+port of its own (clients spread over several servers), and may follow one
+redirect as dockerd does: a GET of the ``Location`` on a new connection,
+with no credentials (it never sends any).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from attrs import asdict, frozen
 
@@ -33,6 +37,7 @@ SLOW_READ = 64 * 1024
 # The first read of a response: its headers and first bytes, no more, so
 # that the time to first byte is not the time to copy a whole buffer.
 HEAD_READ = 16 * 1024
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @frozen
@@ -41,6 +46,8 @@ class ClientSpec:
     rate: int | None = None  # bytes per second, or None: as fast as possible
     expect_length: int | None = None
     expect_digest: str | None = None
+    port: int | None = None  # None: the run's port
+    follow_redirect: bool = False
 
 
 @frozen
@@ -51,6 +58,8 @@ class ClientResult:
     elapsed: float | None  # seconds from t0 to the last body byte
     error: str | None
     slow: bool
+    cache: str | None = None  # the first answer's X-Cache
+    redirected: bool = False
 
     @property
     def ok(self) -> bool:
@@ -79,26 +88,18 @@ async def _one(
     verify: bool,
 ) -> ClientResult:
     status, received, ttfb, elapsed = 0, 0, None, None
+    cache, redirected = None, False
     buf = bytearray(BUFFER)
     view = memoryview(buf)
     hasher = hashlib.sha256() if verify and spec.expect_digest else None
     try:
         await go.wait()
-        request = (
-            f"GET {spec.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: benchmark\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        await loop.sock_sendall(sock, request)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            n = await loop.sock_recv_into(sock, view[:HEAD_READ])
-            if n == 0:
-                raise ConnectionError(f"closed before headers ({len(head)} bytes)")
-            head += bytes(view[:n])
-        head, _, body = head.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        status, headers, body = await _request(loop, sock, host, spec.path, view)
+        cache = headers.get("x-cache")
+        if status in REDIRECTS and spec.follow_redirect:
+            sock.close()
+            sock, status, headers, body = await _follow(loop, headers["location"], view)
+            redirected = True
         if "chunked" in headers.get("transfer-encoding", ""):
             raise ValueError("chunked body: the blob's length was not announced")
         length = int(headers["content-length"]) if "content-length" in headers else None
@@ -138,29 +139,75 @@ async def _one(
             error = f"got {received} bytes, expected {spec.expect_length}"
         elif hasher and status == 200 and "sha256:" + hasher.hexdigest() != spec.expect_digest:
             error = "digest mismatch"
-        return ClientResult(status, received, ttfb, elapsed, error, bool(spec.rate))
+        return ClientResult(status, received, ttfb, elapsed, error, bool(spec.rate), cache, redirected)
     except asyncio.CancelledError:
-        return ClientResult(status, received, ttfb, None, "stopped", bool(spec.rate))
+        return ClientResult(status, received, ttfb, None, "stopped", bool(spec.rate), cache, redirected)
     except (OSError, ValueError, KeyError, IndexError) as e:
-        return ClientResult(status, received, ttfb, None, f"{type(e).__name__}: {e}", bool(spec.rate))
+        error = f"{type(e).__name__}: {e}"
+        return ClientResult(status, received, ttfb, None, error, bool(spec.rate), cache, redirected)
     finally:
         sock.close()
+
+
+async def _request(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, target: str, view: memoryview
+) -> tuple[int, dict[str, str], bytes]:
+    """Send a GET of ``target``; the answer's status, headers (names lower
+    case) and the body bytes that came with them."""
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: benchmark\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    await loop.sock_sendall(sock, request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        n = await loop.sock_recv_into(sock, view[:HEAD_READ])
+        if n == 0:
+            raise ConnectionError(f"closed before headers ({len(head)} bytes)")
+        head += bytes(view[:n])
+    head, _, body = head.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return status, headers, body
+
+
+async def _follow(
+    loop: asyncio.AbstractEventLoop, location: str, view: memoryview
+) -> tuple[socket.socket, int, dict[str, str], bytes]:
+    """GET an absolute ``http://`` Location on a connection of its own."""
+    url = urlsplit(location)
+    if url.scheme != "http" or url.hostname is None:
+        raise ValueError(f"cannot follow a redirect to {location!r}")
+    sock = await _connect(loop, url.hostname, url.port or 80)
+    target = url.path + (f"?{url.query}" if url.query else "")
+    try:
+        return (sock, *await _request(loop, sock, url.netloc, target, view))
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def _run(spec: dict[str, Any]) -> RunResult:
     loop = asyncio.get_running_loop()
     host, port = spec["host"], spec["port"]
     clients = [ClientSpec(**c) for c in spec["clients"]]
-    sockets = []
-    for _ in clients:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await loop.sock_connect(sock, (host, port))
-        sockets.append(sock)
+    sockets = [await _connect(loop, host, c.port or port) for c in clients]
     go, t0 = asyncio.Event(), [0.0]
     tasks = [
-        asyncio.ensure_future(_one(loop, s, f"{host}:{port}", c, go, t0, spec.get("verify", False)))
+        asyncio.ensure_future(_one(loop, s, f"{host}:{c.port or port}", c, go, t0, spec.get("verify", False)))
         for s, c in zip(sockets, clients)
     ]
     fast = [t for t, c in zip(tasks, clients) if not c.rate]

@@ -65,6 +65,8 @@ def describe(tools: Tools, repo: Path) -> dict[str, Any]:
             "nginx": _first_line([tools.nginx, "-v"]),
             "skopeo": _first_line([tools.skopeo, "--version"]),
             "wrk": _first_line([tools.wrk, "-v"]),
+            "redis-server": _first_line([tools.redis, "--version"]),
+            "seaweedfs": _first_line([tools.weed, "version"]),
         },
         "mirrorproxy_commit": commit + (" (with uncommitted changes in mirrorproxy/)" if dirty else ""),
     }

@@ -48,6 +48,13 @@ class Params:
     economy_pulls: int = 1000
     economy_ttl: float = 2.0
     economy_windows: int = 5
+    # 7. a cluster: herd_blob_size over this many nodes, clients spread
+    # evenly; then warm_parallel clients on that blob, warm_*_reps times
+    cluster_nodes: int = 3
+    cluster_clients: int = 48
+    cluster_reps: int = 3
+    # The herd again behind the throttled link (the warm half is loopback only).
+    cluster_throttled: bool = True
     # The tag TTL every system gets where a workload does not set its own.
     tag_ttl: float = 300.0
     # Whether clients hash what they receive (costs client CPU; smoke only).
@@ -88,6 +95,9 @@ SMOKE = Params(
     economy_pulls=10,
     economy_ttl=1.0,
     economy_windows=1,
+    cluster_clients=6,
+    cluster_reps=1,
+    cluster_throttled=False,
     verify_digests=True,
     client_deadline=60.0,
 )

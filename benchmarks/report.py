@@ -1,12 +1,14 @@
 """The table people read: every figure's median per system and mirrorproxy's
 ratio to each peer, then the targets; as reStructuredText simple tables,
-which read as well in a terminal as in BENCHMARKS.rst."""
+which read as well in a terminal as in BENCHMARKS.rst. Figures comparing
+something else than the peers (mirrorproxy's own setups: workload 7) get a
+table of their own, each with the systems it compares."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .results import HIGHER, Results
+from .results import HIGHER, Figure, Results
 from .systems import DIRECT, DISTRIBUTION, MIRRORS, NGINX
 
 
@@ -37,11 +39,15 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
 
 
+def against_peers(figure: Figure) -> bool:
+    return set(figure.samples) <= {DIRECT, *MIRRORS}
+
+
 def figures_table(results: Results) -> str:
     header = ["#", "link", "metric", "unit", "better", DIRECT, *MIRRORS,
               "mp/distribution", "mp/nginx"]
     rows = []
-    for f in results.figures:
+    for f in filter(against_peers, results.figures):
         rows.append([
             f.workload, f.variant, f.metric, f.unit, "higher" if f.better == HIGHER else "lower",
             number(f.value(DIRECT)),
@@ -62,5 +68,22 @@ def targets_table(results: Results) -> str:
     return simple_table(header, rows)
 
 
+def setups_table(figures: Sequence[Figure]) -> str:
+    """Figures with their own systems: each row names the two it compares."""
+    header = ["#", "link", "metric", "unit", "better", "A", "value A", "B", "value B", "B/A"]
+    rows = []
+    for f in figures:
+        systems = list(f.samples) + ["-"] * (2 - len(f.samples))
+        a, b = systems[:2]
+        ratio_ = f.ratio(a, b) if a in f.samples and b in f.samples else None
+        rows.append([f.workload, f.variant, f.metric, f.unit, "higher" if f.better == HIGHER else "lower",
+                     a, number(f.value(a)), b, number(f.value(b)), ratio(ratio_)])
+    return simple_table(header, rows)
+
+
 def render(results: Results) -> str:
-    return figures_table(results) + "\n\n" + targets_table(results) + "\n"
+    tables = [figures_table(results)]
+    own = [f for f in results.figures if not against_peers(f)]
+    if own:
+        tables.append(setups_table(own))
+    return "\n\n".join([*tables, targets_table(results)]) + "\n"

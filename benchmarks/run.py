@@ -30,10 +30,11 @@ from .params import FULL, SMOKE
 from .registries import start_upstream
 from .results import Results
 from .systems import Starter, Tools
-from .workloads import w1_warm, w2_pull, w3_herd, w4_manifests, w5_memory, w6_economy
+from .workloads import w1_warm, w2_pull, w3_herd, w4_manifests, w5_memory, w6_economy, w7_cluster
 
 WORKLOADS: dict[str, ModuleType] = {
     "1": w1_warm, "2": w2_pull, "3": w3_herd, "4": w4_manifests, "5": w5_memory, "6": w6_economy,
+    "7": w7_cluster,
 }
 REPO = Path(__file__).resolve().parent.parent
 

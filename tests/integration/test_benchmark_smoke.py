@@ -3,7 +3,8 @@ workload against every system at tiny sizes, so that it cannot rot. Timings
 at these sizes mean nothing and are not checked; the full run checks the
 targets. What is checked is that the run is whole and sane, and that the
 one count that does not depend on timing holds: in the thundering herd,
-mirrorproxy asks upstream for the blob once."""
+mirrorproxy asks upstream for the blob once, and so do three nodes sharing
+a bucket (workload 7)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from benchmarks.run import WORKLOADS, run
 from benchmarks.systems import DIRECT, MIRRORPROXY, MIRRORS, Tools
+from benchmarks.workloads import w7_cluster
 from benchmarks.workloads.w3_herd import GETS
 
 from .harness.tools import require_tool
@@ -37,12 +39,20 @@ def test_smoke_run_measures_every_workload_on_every_system(tmp_path: Path) -> No
     assert {f["workload"] for f in figures} == set(WORKLOADS)
     for figure in figures:
         expected = {*MIRRORS, DIRECT} if figure["workload"] == "2" else set(MIRRORS)
+        if figure["workload"] == "7":
+            expected = set(w7_cluster.systems_of(figure["metric"]))
+            if figure["metric"].startswith("cluster herd: TTFB on the other nodes"):
+                expected = {w7_cluster.NODES}
         assert set(figure["median"]) == expected, figure["metric"]
         for system, value in figure["median"].items():
             assert value is not None and math.isfinite(value) and value >= 0, (figure, system)
 
     for variant in ("loopback", "throttled"):
         assert results.find("3", variant, GETS).samples[MIRRORPROXY] == [1], variant
+    # Workload 7's smoke run is over loopback only (its processes take time to start).
+    assert results.find("7", "loopback", w7_cluster.GETS).samples == {
+        w7_cluster.ONE_NODE: [1], w7_cluster.NODES: [1]
+    }
 
     assert written["targets"], "no target was checked"
     assert all(t["measured"] is not None for t in written["targets"]), written["targets"]
