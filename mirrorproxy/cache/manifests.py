@@ -212,13 +212,18 @@ class ManifestCache:
 
     async def _read_tag(self, repository: str, tag: str, variant: str | None) -> TagRecord | None:
         key = (repository, tag, variant)
-        record = self._held.record(key)
-        if record is not None:
-            return record
+        held = self._held.record(key)
+        if held is not None and self._clock.seconds() - held.learnt < self._tag_ttl:
+            return held
+        # Past its TTL, the store may know better: another node of a cluster
+        # may have revalidated the tag meanwhile (one revalidation per TTL
+        # for them all).
         stamp = self._stamp
         record = await self._store.read_tag(self._registry, repository, tag, variant)
+        if record is None or (held is not None and record.learnt <= held.learnt):
+            return held
         # Read before a purge that was noticed meanwhile: not to be kept.
-        if record is not None and stamp == self._stamp:
+        if stamp == self._stamp:
             self._held.keep_record(key, record)
         return record
 

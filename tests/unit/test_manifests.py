@@ -24,8 +24,10 @@ from mirrorproxy.registry.mediatypes import (
 )
 from mirrorproxy.registry.names import Digest
 from mirrorproxy.storage.filesystem import _write_and_commit
+from mirrorproxy.storage.values import TagRecord
 
 from ..fakeregistry import AUTH_HOST, REGISTRY_HOST, FakeRegistry, sha256
+from .cachebuilder import run
 from .harness import Harness, cache_turned_read_only, run_inline
 
 REPO = "library/alpine"
@@ -214,6 +216,23 @@ def test_after_ttl_unchanged_tag_is_revalidated_with_one_head(harness):
     assert response.headers["x-cache"] == "REVALIDATED"
     assert upstream_heads(harness) == 1
     assert upstream_gets(harness) - gets_before == 0
+
+
+def test_a_tag_another_node_revalidated_is_not_revalidated_again(harness):
+    """Past its TTL a tag is read from the store once more before upstream
+    is asked: in a cluster another node may have revalidated it (its record
+    in Redis), and one revalidation per TTL is enough for all."""
+    digest, body = cache_latest(harness)
+    harness.clock.advance(TTL + 1)
+    key = harness.settings.served()[0].upstream.cache_key
+    record = run(harness.store.read_tag(key, REPO, "latest"))
+    renewed = TagRecord(record.digest, record.media_type, record.size, harness.clock.seconds())
+    run(harness.store.write_tag(key, REPO, "latest", renewed))
+
+    response = harness.get(manifest_path("latest"))
+
+    assert (response.status, response.body, response.headers["x-cache"]) == (200, body, "HIT")
+    assert upstream_heads(harness) == 0
 
 
 def test_client_head_after_ttl_revalidates_with_one_upstream_head(harness):
