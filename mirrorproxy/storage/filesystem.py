@@ -8,7 +8,6 @@ a thread pool: open, fsync, rename and cold reads never stall the reactor.
 from __future__ import annotations
 
 import builtins
-import errno
 import os
 import uuid
 from typing import Any
@@ -23,8 +22,6 @@ from . import ICacheStore, IDescriptorBlob
 from .fileops import (
     Committed,
     _commit,
-    _discard,
-    _hash_and_write,
     _open_for_reading,
     _probe_writable,
     _read_at,
@@ -38,10 +35,10 @@ from .fileops import (
     _write_and_commit,
 )
 from .layout import Layout, type_path
+from .spools import LocalSpools
 from .values import (
     CacheDirError,
     Spool,
-    SpoolWriteFailed,
     StoredBlob,
     StoredManifest,
     TagRecord,
@@ -86,6 +83,10 @@ class FilesystemStore:
 
     def __attrs_post_init__(self) -> None:
         self.layout = Layout(self.root)
+
+    @property
+    def _spools(self) -> LocalSpools:
+        return LocalSpools(self.layout.spool_dir, self._run, self.writes)
 
     async def measure(self) -> None:
         """Count the cache once, off the reactor; commits and removals keep the count."""
@@ -155,25 +156,10 @@ class FilesystemStore:
         await self._run(_touch, self.blob_path(registry, digest), TOUCH_EVERY)
 
     async def new_spool(self) -> Spool:
-        path = os.path.join(self.layout.spool_dir, uuid.uuid4().hex)
-        try:
-            fd: int = await self._run(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE):
-                self.writes.failed(e)
-            raise
-        return Spool(fd, path)
+        return await self._spools.new()
 
     async def write_spool(self, spool: Spool, offset: int, chunks: list[builtins.bytes], hasher: Any) -> int:
-        """Hash a batch, then write it at `offset`, in one pool job (the
-        hops, not the work, are what a batch of a MiB costs the reactor)."""
-        try:
-            written: int = await self._run(_hash_and_write, hasher, spool.fd, offset, chunks)
-        except SpoolWriteFailed as e:
-            self.writes.failed(e.error)
-            raise
-        self.writes.succeeded()
-        return written
+        return await self._spools.write(spool, offset, chunks, hasher)
 
     def share(self, fd: int) -> int:
         return os.dup(fd)
@@ -188,7 +174,7 @@ class FilesystemStore:
         self._count(committed)
 
     async def discard(self, spool: Spool) -> None:
-        await self._run(_discard, spool.fd, spool.path)
+        await self._spools.discard(spool)
 
     async def stored_blobs(self) -> list[StoredBlob]:
         found: list[StoredBlob] = await self._run(_stored_blobs, self.layout)

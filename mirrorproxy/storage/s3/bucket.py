@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from attrs import frozen
+
 # botocore ships no type information.
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]

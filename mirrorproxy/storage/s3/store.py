@@ -23,9 +23,7 @@ What the S3 store promises beyond the interface, and where it differs:
 from __future__ import annotations
 
 import builtins
-import errno
 import os
-import uuid
 from typing import Any
 
 from attrs import define, field
@@ -36,12 +34,12 @@ from zope.interface import implementer
 from ...common.runner import Runner
 from ...registry.names import Digest
 from .. import ICacheStore, IOpenBlob
-from ..fileops import _discard, _hash_and_write, _probe_writable, _sweep
+from ..fileops import _probe_writable, _sweep
 from ..layout import SPOOL
+from ..spools import LocalSpools
 from ..values import (
     CacheDirError,
     Spool,
-    SpoolWriteFailed,
     StoredBlob,
     StoredManifest,
     TagRecord,
@@ -137,6 +135,10 @@ class S3Store:
         return os.path.join(self.local, SPOOL)
 
     @property
+    def _spools(self) -> LocalSpools:
+        return LocalSpools(self.spool_dir, self._run, self.writes)
+
+    @property
     def _transfer(self) -> Transfer:
         return Transfer(self.bucket, self._treq, self._run, self._clock, self.silence)
 
@@ -225,23 +227,10 @@ class S3Store:
     # -- blobs: fills ---------------------------------------------------------------
 
     async def new_spool(self) -> Spool:
-        path = os.path.join(self.spool_dir, uuid.uuid4().hex)
-        try:
-            fd: int = await self._run(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE):
-                self.writes.failed(e)
-            raise
-        return Spool(fd, path)
+        return await self._spools.new()
 
     async def write_spool(self, spool: Spool, offset: int, chunks: list[builtins.bytes], hasher: Any) -> int:
-        try:
-            written: int = await self._run(_hash_and_write, hasher, spool.fd, offset, chunks)
-        except SpoolWriteFailed as e:
-            self.writes.failed(e.error)
-            raise
-        self.writes.succeeded()
-        return written
+        return await self._spools.write(spool, offset, chunks, hasher)
 
     def share(self, fd: int) -> int:
         return os.dup(fd)
@@ -277,7 +266,7 @@ class S3Store:
         return await self._transfer.open_stream(self._key(registry, digest), start)
 
     async def discard(self, spool: Spool) -> None:
-        await self._run(_discard, spool.fd, spool.path)
+        await self._spools.discard(spool)
 
     # -- blobs: eviction --------------------------------------------------------------
 
