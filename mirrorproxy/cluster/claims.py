@@ -254,6 +254,20 @@ class FillClaims:
             return LocalOnly(f"{key}: {e}")
         return LocalOnly(f"{key}: the claim kept changing hands")
 
+    async def take_over(self, registry: str, digest: Digest, gone: ClaimHolder) -> ClaimOutcome:
+        """Claim a digest whose holder cannot give it (its node died, or it
+        holds no fill): its claim is removed if it is still that holder's
+        (compare-and-delete), then claimed as `claim` does, so that nodes
+        arriving after a death follow the node that took over rather than
+        each fetching the blob again."""
+        key = self._keys.fill_claim(registry, digest)
+        try:
+            if await self._commands.delete_if_owned(key, gone.encode()):
+                log.info("fill claim {key} of {node} taken over", key=key, node=gone.node_id)
+        except RedisUnavailable as e:
+            return LocalOnly(str(e))
+        return await self.claim(registry, digest)
+
     async def holder(self, registry: str, digest: Digest) -> ClaimHolder | None:
         """Who holds the digest's claim, if anyone (RedisUnavailable if
         Redis cannot say; BadClaimValue if the key holds something else)."""

@@ -445,3 +445,22 @@ async def test_rediss_checks_the_servers_certificate_against_the_ca_given(
         await doubting.stop()
     finally:
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_is_taken_over_only_from_the_holder_named(
+    nodes: tuple[Coordination, Coordination], redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    claim = await a.claims.claim(REGISTRY, DIGEST)
+    assert isinstance(claim, Claim)
+    someone_else = ClaimHolder("node-c", "http://node-c.internal:5000", "other-token")
+
+    # Naming a holder that is not the one in Redis removes nothing.
+    kept = await b.claims.take_over(REGISTRY, DIGEST, someone_else)
+    assert kept == HeldBy(claim.holder)
+    # Naming the holder (found dead) hands the claim over.
+    taken = await b.claims.take_over(REGISTRY, DIGEST, claim.holder)
+    assert isinstance(taken, Claim)
+    assert await a.claims.holder(REGISTRY, DIGEST) == taken.holder
+    await taken.release()

@@ -17,12 +17,13 @@ DIGEST = Digest("a" * 64)
 
 @define
 class FakeClaim:
+    """A claim as FillClaims.claim gives it: held, and already renewing."""
+
     held: bool = True
-    renewing: bool = False
     released: bool = False
 
     def start_renewing(self) -> None:
-        self.renewing = True
+        raise AssertionError("a claim comes renewing; a second renewal loop would never stop")
 
     async def release(self) -> bool:
         self.released, self.held = True, False
@@ -48,7 +49,12 @@ class FakeNode:
 
     async def from_peer(self, url: str, registry: str, repository: str, digest: Digest, start: int) -> object | None:
         self.asked.append(f"peer {url} {registry} {start}")
-        return self.peer
+        # A list: the peers' answers in turn.
+        return self.peer.pop(0) if isinstance(self.peer, list) else self.peer
+
+    async def take_over(self, registry: str, digest: Digest, gone: ClaimHolder) -> object:
+        self.asked.append(f"take over from {gone.node_id}")
+        return self.claims.pop(0)
 
 
 @define
@@ -93,9 +99,9 @@ def test_without_the_bucket_a_won_claim_fetches_upstream_and_is_renewed_then_rel
     origin = origin_over(node, upstream)
 
     assert ask(origin) == "upstream from 0"
-    assert (node.asked, claim.renewing, origin.source) == (
+    assert (node.asked, origin.claim, origin.source) == (
         ["bucket 0", "claim", "bucket 0"],
-        True,
+        claim,
         BlobSource.UPSTREAM,
     )
     # A resume keeps the claim and does not ask the bucket again.
@@ -118,22 +124,38 @@ def test_a_claim_held_elsewhere_is_followed_at_that_node():
 def test_a_peer_that_died_mid_blob_is_asked_no_more_once_the_claim_is_free():
     holder = ClaimHolder("node-a", "http://10.0.0.5:5000", "t")
     claim = FakeClaim()
-    node, upstream = FakeNode(claims=[HeldBy(holder), claim], peer="peer bytes"), FakeUpstream()
+    node, upstream = FakeNode(claims=[HeldBy(holder), HeldBy(holder), claim], peer="peer bytes"), FakeUpstream()
     origin = origin_over(node, upstream)
     ask(origin)
 
-    # The peer's connection broke at byte 500; its claim expired.
+    # The peer's connection broke at byte 500: it died, its claim is still there.
     node.peer = None
     assert ask(origin, 500) == "upstream from 500"
-    assert node.asked[-2:] == ["claim", "bucket 500"] and claim.renewing
+    assert node.asked[-4:] == ["claim", "peer http://10.0.0.5:5000 docker.io 500", "take over from node-a", "bucket 500"]
+    assert origin.claim is claim
     assert dict(node.fills_by_source) == {"peer": 1, "upstream": 1}
 
 
-def test_a_peer_that_cannot_give_the_blob_leaves_it_to_upstream():
+def test_a_claim_whose_holder_cannot_give_the_blob_is_taken_over():
     holder = ClaimHolder("node-a", "http://10.0.0.5:5000", "t")
-    node, upstream = FakeNode(claims=[HeldBy(holder)], peer=None), FakeUpstream()
+    claim = FakeClaim()
+    node, upstream = FakeNode(claims=[HeldBy(holder), claim], peer=None), FakeUpstream()
+    origin = origin_over(node, upstream)
 
-    assert ask(origin_over(node, upstream)) == "upstream from 0"
+    assert ask(origin) == "upstream from 0"
+    assert node.asked[2:] == ["peer http://10.0.0.5:5000 docker.io 0", "take over from node-a", "bucket 0"]
+    assert origin.claim is claim
+
+
+def test_a_claim_taken_over_by_another_node_first_is_followed_there():
+    dead = ClaimHolder("node-a", "http://10.0.0.5:5000", "t")
+    alive = ClaimHolder("node-c", "http://10.0.0.7:5000", "u")
+    node, upstream = FakeNode(claims=[HeldBy(dead), HeldBy(alive)], peer=[None, "peer c bytes"]), FakeUpstream()
+    origin = origin_over(node, upstream)
+
+    assert ask(origin) == "peer c bytes"
+    assert node.asked[-1] == "peer http://10.0.0.7:5000 docker.io 0"
+    assert upstream.asked == [] and origin.source is BlobSource.PEER
 
 
 def test_redis_away_means_upstream_without_a_claim():
@@ -151,4 +173,4 @@ def test_a_claim_won_just_after_its_holder_finished_takes_the_bucket_not_upstrea
     origin = origin_over(node, upstream)
 
     assert ask(origin) == "bucket bytes"
-    assert (upstream.asked, claim.released, claim.renewing) == ([], True, False)
+    assert (upstream.asked, claim.released, origin.claim) == ([], True, None)

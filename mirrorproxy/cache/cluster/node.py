@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 
-from ...cluster.claims import ClaimOutcome, LocalOnly
+from ...cluster.claims import ClaimHolder, ClaimOutcome, LocalOnly
 from ...cluster.coordination import Coordination
 from ...registry.names import Digest
 from ...storage import ICacheStore
@@ -114,6 +114,11 @@ class ClusterNode:
         if self.coordination is None:
             return LocalOnly("no redis")
         return await self.coordination.claims.claim(registry, digest)
+
+    async def take_over(self, registry: str, digest: Digest, gone: ClaimHolder) -> ClaimOutcome:
+        if self.coordination is None:
+            return LocalOnly("no redis")
+        return await self.coordination.claims.take_over(registry, digest, gone)
 
     async def from_peer(
         self, url: str, registry: str, repository: str, digest: Digest, start: int

@@ -54,22 +54,33 @@ class ClusterOrigin:
         if self.claim is None or not self.claim.held:
             claimed = await self._node.claim(self.registry, digest)
             if isinstance(claimed, HeldBy):
-                # The peer routes by the registry's name, as clients do.
-                namespace = self._upstream.registry.namespace
-                response = await self._node.from_peer(claimed.holder.url, namespace, repository, digest, start)
+                response = await self._follow(claimed, repository, digest, start)
                 if response is not None:
-                    return self._answered(BlobSource.PEER, response)
-            elif not isinstance(claimed, LocalOnly):
+                    return response
+                # Its holder cannot give it (dead, or holding no fill):
+                # take its claim over, so later nodes follow this one.
+                claimed = await self._node.take_over(self.registry, digest, claimed.holder)
+                if isinstance(claimed, HeldBy):
+                    response = await self._follow(claimed, repository, digest, start)
+                    if response is not None:
+                        return response
+            if not isinstance(claimed, (HeldBy, LocalOnly)):
                 # The claim may be free because its holder just finished: it
                 # put the blob in the bucket before letting go.
                 response = await self._node.from_bucket(self.registry, digest, start)
                 if response is not None:
                     await claimed.release()
                     return self._answered(BlobSource.BUCKET, response)
+                # (A claim comes renewing: it is kept until `finished`.)
                 self.claim = claimed
-                claimed.start_renewing()
         response = await self._upstream.get_blob(repository, digest, start)
         return self._answered(BlobSource.UPSTREAM, response)
+
+    async def _follow(self, held: HeldBy, repository: str, digest: Digest, start: int) -> IResponse | None:
+        # The peer routes by the registry's name, as clients do.
+        namespace = self._upstream.registry.namespace
+        response = await self._node.from_peer(held.holder.url, namespace, repository, digest, start)
+        return None if response is None else self._answered(BlobSource.PEER, response)
 
     def _answered(self, source: BlobSource, response: IResponse) -> IResponse:
         if source is not self.source:
