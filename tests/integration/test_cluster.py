@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .harness.cluster import Cluster
+from .harness.processes import free_port
 from .harness.dockerd import Dockerd
 from .harness.fetching import Received, fetch
 from .harness.mirror import Mirror, MirrorFactory
@@ -263,6 +264,24 @@ def test_a_node_cut_off_from_the_bucket_serves_from_its_disk_and_upstream(
     # answers are the bucket's and right.
     assert not cluster.holds_blob(cold.digest)
     assert fetch(other, cold.path) == Received(200, len(cold.data), cold.digest)
+
+
+def test_a_node_started_while_the_bucket_is_out_of_reach_serves_degraded(
+    cluster: Cluster, publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
+) -> None:
+    blob = publisher.blob(f"org/{unique('bucket-down')}", 2 * MiB + 3)
+    nowhere = free_port()  # nothing listens there
+    metrics = free_port()
+
+    node = cluster.start_node(
+        ["--metrics-listen", f"tcp:{metrics}:interface=127.0.0.1"], s3_endpoint=f"http://127.0.0.1:{nowhere}"
+    )
+
+    assert fetch(node, blob.path) == Received(200, len(blob.data), blob.digest)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=10) as answer:
+        status, text = answer.status, answer.read().decode()
+    assert status == 200
+    assert text.startswith("ready\n") and "degraded: bucket writes failing: S3 " in text
 
 
 def test_dockerd_follows_presigned_redirects_to_the_bucket_for_every_blob(

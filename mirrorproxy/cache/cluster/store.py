@@ -28,7 +28,7 @@ from ...cluster.tags import BadTagRecord, SharedTags
 from ...registry.names import Digest
 from ...storage import ICacheStore, IOpenBlob
 from ...storage.filesystem import FilesystemStore
-from ...storage.s3.store import S3Store
+from ...storage.s3.store import S3Store, StorageUnreachable
 from ...storage.values import Spool, StoredBlob, StoredManifest, TagRecord, WriteHealth
 
 log = Logger()
@@ -59,10 +59,16 @@ class TieredStore:
 
     def prepare(self) -> int:
         """The local tier made ready, then the bucket proved writable: a
-        node does not start on a bucket it cannot use (a wrong name or key
-        is better said at once; an outage later only degrades it)."""
+        node does not start on a bucket that refuses it (a wrong name or key
+        is better said at once), but does on one out of reach, degraded, as
+        an outage while running leaves it."""
         swept = self.local.prepare()
-        self.bucket.prepare()
+        try:
+            self.bucket.prepare()
+        except StorageUnreachable as e:
+            self.bucket.writes.failed(e)
+            self.errors["start"] += 1
+            log.warn("{error}; serving from this node's disk and upstream until it answers", error=str(e))
         return swept
 
     async def probe_writable(self) -> str | None:

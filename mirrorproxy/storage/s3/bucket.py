@@ -18,7 +18,14 @@ from attrs import frozen
 
 # botocore ships no type information.
 from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import (  # type: ignore[import-untyped]
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from .keys import Keys
 from .location import S3Endpoint, S3Location
@@ -26,6 +33,10 @@ from .location import S3Endpoint, S3Location
 # Fields of a listing that mean "not there" or "already there".
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION_FAILED = {"412", "PreconditionFailed"}
+
+
+# The code of an S3Error for a server that could not be reached at all.
+UNREACHABLE = "Unreachable"
 
 
 class S3Error(OSError):
@@ -99,6 +110,9 @@ class Bucket:
             message = error.get("Message") or "no message"
             reason = f"S3 {operation} s3://{self.name}/{key}: {status} {code}: {message}"
             raise S3Error(reason, code) from None
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as e:
+            # The server out of reach, not refusing us: an outage, not a mistake.
+            raise S3Error(f"S3 {operation} s3://{self.name}/{key}: {e}", UNREACHABLE) from None
         except BotoCoreError as e:
             raise S3Error(f"S3 {operation} s3://{self.name}/{key}: {e}") from None
 

@@ -46,7 +46,7 @@ from ..values import (
     WriteHealth,
 )
 from . import ops
-from .bucket import Bucket, S3Error, open_bucket
+from .bucket import UNREACHABLE, Bucket, S3Error, open_bucket
 from .location import S3Endpoint, S3Location
 from .transfer import Transfer
 from .upload import MULTIPART_THRESHOLD, PART_SIZE, Uploader
@@ -60,6 +60,10 @@ MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
 # How many blobs' last checks a store remembers before it starts afresh.
 _CHECKS_REMEMBERED = 100_000
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
+
+
+class StorageUnreachable(CacheDirError):
+    """The bucket's server could not be reached at all (not a refusal)."""
 
 
 class BlobGone(S3Error):
@@ -172,7 +176,8 @@ class S3Store:
         try:
             ops.probe(self.bucket)
         except S3Error as e:
-            raise CacheDirError(f"S3 storage {self.bucket.location} is not usable: {e.strerror}") from None
+            kind = StorageUnreachable if e.code == UNREACHABLE else CacheDirError
+            raise kind(f"S3 storage {self.bucket.location} is not usable: {e.strerror}") from None
         swept, failed = _sweep(self.spool_dir)
         for path, error in failed:
             log.warn("cannot sweep {path}: {error}", path=path, error=error)
