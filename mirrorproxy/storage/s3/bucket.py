@@ -142,14 +142,21 @@ class Bucket:
             raise
         return Listed(key, int(found["ContentLength"]), found["LastModified"].timestamp())
 
-    def get_small(self, key: str) -> tuple[bytes, str] | None:
-        """A small object's bytes and Content-Type; None if absent."""
+    def get_object(self, key: str) -> Any:
+        """The object at `key` as botocore answers it, its body not yet read
+        (the caller reads or closes it); None if absent."""
         try:
-            found = self._call("get_object", key, Key=key)
+            return self._call("get_object", key, Key=key)
         except S3Error as e:
             if e.code in _ABSENT:
                 return None
             raise
+
+    def get_small(self, key: str) -> tuple[bytes, str] | None:
+        """A small object's bytes and Content-Type; None if absent."""
+        found = self.get_object(key)
+        if found is None:
+            return None
         with found["Body"] as body:
             return body.read(), str(found.get("ContentType") or "")
 

@@ -11,7 +11,6 @@ from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 
 from .bucket import Bucket, S3Error
 
-_ABSENT = {"404", "NoSuchKey", "NotFound"}
 
 
 @frozen
@@ -41,11 +40,7 @@ class StreamedObject:
 
 def open_object(bucket: Bucket, key: str) -> StreamedObject | None:
     """The object at `key`, its body open; None if there is none."""
-    try:
-        # The bucket's own request wrapper, for its one-line errors.
-        found = bucket._call("get_object", key, Key=key)
-    except S3Error as e:
-        if e.code in _ABSENT:
-            return None
-        raise
+    found = bucket.get_object(key)
+    if found is None:
+        return None
     return StreamedObject(key, int(found["ContentLength"]), found["LastModified"].timestamp(), found["Body"])
