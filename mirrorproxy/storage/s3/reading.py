@@ -12,7 +12,6 @@ from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 from .bucket import Bucket, S3Error
 
 
-
 @frozen
 class StreamedObject:
     key: str
