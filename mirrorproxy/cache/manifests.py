@@ -13,13 +13,14 @@ repeated narrow pull costs no upstream request either and never replaces the
 full answer for everyone else.  A tag resolved by HEAD alone gets its
 manifest fetched in the background, once, so every recorded tag can be
 served whole while upstream is down.  A 404 is remembered for the negative
-TTL.
+TTL.  On a cluster node, a stale tag is first read again from the store (in
+Redis, another node may have revalidated it) and revalidated by one node.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
@@ -46,6 +47,8 @@ from .outcomes import Outcome
 from .referrers import ReferrersCache, subject_of
 
 log = Logger()
+
+RevalidationGate = Callable[[str, str, str, "str | None"], Awaitable[bool]]
 
 HIT, MISS, REVALIDATED, STALE = Outcome.HIT, Outcome.MISS, Outcome.REVALIDATED, Outcome.STALE
 
@@ -85,6 +88,8 @@ class ManifestCache:
     # Which manifests name each manifest as their subject: a view of the
     # registry's manifests, with the tags' freshness.
     referrers: ReferrersCache = field(init=False)
+    # A cluster node's: whether it, not another, revalidates a stale tag now.
+    revalidation_gate: RevalidationGate | None = None
 
     def __attrs_post_init__(self) -> None:
         self.referrers = ReferrersCache(self._upstream, self._clock, self._tag_ttl, self._missing)
@@ -188,6 +193,11 @@ class ManifestCache:
                 if served is not None:
                     return served
             else:
+                gate = self.revalidation_gate
+                if gate is not None and not await gate(self._registry, repository, tag, variant):
+                    served = await self._from_record(record, want_body, HIT)
+                    if served is not None:
+                        return served
                 served, head = await self._revalidate(repository, tag, accept, record, want_body)
                 if served is not None:
                     return served
@@ -215,9 +225,6 @@ class ManifestCache:
         held = self._held.record(key)
         if held is not None and self._clock.seconds() - held.learnt < self._tag_ttl:
             return held
-        # Past its TTL, the store may know better: another node of a cluster
-        # may have revalidated the tag meanwhile (one revalidation per TTL
-        # for them all).
         stamp = self._stamp
         record = await self._store.read_tag(self._registry, repository, tag, variant)
         if record is None or (held is not None and record.learnt <= held.learnt):

@@ -80,6 +80,7 @@ def build_caches(
     if shared is not None:
         for cache in caches:
             cache.blobs.cluster = shared.node
+            cache.manifests.revalidation_gate = shared.store.first_to_revalidate
     if settings.max_cache_size is not None:
 
         def in_use() -> set[tuple[str, str]]:

@@ -179,6 +179,22 @@ class TieredStore:
         except Exception as e:
             self._failed("tag write", e)
 
+    async def first_to_revalidate(
+        self, registry: str, repository: str, tag: str, variant: str | None
+    ) -> bool:
+        """Whether this node revalidates a stale tag now: no if another
+        node holds the tag's revalidation lock (its new record follows);
+        yes without Redis.  The lock is left to expire (a few seconds): by
+        then the new record is in Redis, or upstream failed and the stale
+        record serves anyway."""
+        if self.tags is None:
+            return True
+        try:
+            return await self.tags.revalidation_lock(registry, repository, tag, variant) is not None
+        except RedisUnavailable as e:
+            self._failed("tag lock", e)
+            return True
+
     def _failed(self, what: str, error: BaseException) -> None:
         self.errors[what] += 1
         log.warn("shared {what} failed: {error}", what=what, error=str(error) or type(error).__name__)
