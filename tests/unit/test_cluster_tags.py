@@ -1,100 +1,103 @@
-"""A stale tag on a cluster node: revalidated by the node that gets the
-tag's lock; the others serve the record meanwhile."""
+"""Shared tag records over the fake commands: the stores' JSON under the
+tag's key, kept for `keep_for`; the revalidation lock, held by a token of
+its own.  (Between two nodes on a real redis-server:
+tests/integration/test_cluster_redis.py.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
-from mirrorproxy.cache.cluster.store import TieredStore
 from mirrorproxy.cluster.commands import RedisUnavailable
-from mirrorproxy.cluster.tags import TagLock
-from mirrorproxy.registry.mediatypes import DOCKER_MANIFEST
+from mirrorproxy.cluster.keys import KeySpace
+from mirrorproxy.cluster.tags import BadTagRecord, SharedTags, TagLock
+from mirrorproxy.registry.names import Digest
+from mirrorproxy.storage.values import TagRecord
 
-from ..fakeregistry import sha256
-from .cachebuilder import run
-from .harness import Harness
+from .test_cluster_fakecommands import FakeCommands
 
-REPO = "library/alpine"
-TTL = 300.0
-BODY = (
-    '{"schemaVersion": 2, "mediaType": "%s", "config": {"mediaType": '
-    '"application/vnd.docker.container.image.v1+json", "size": 2, "digest": "%s"}, "layers": []}'
-    % (DOCKER_MANIFEST, sha256(b"config"))
-).encode()
+RECORD = TagRecord(Digest("cd" * 32), "application/vnd.oci.image.index.v1+json", 1234, 1.5e9)
+KEY = "mp:docker.io:tag:library/alpine:3.20"
 
 
-@define
-class Gate:
-    answers: list[bool]
-    asked: list[tuple[str, str, str | None]] = field(factory=list)
-
-    async def __call__(self, registry: str, repository: str, tag: str, variant: str | None) -> bool:
-        self.asked.append((repository, tag, variant))
-        return self.answers.pop(0)
+def result(coroutine: Any) -> Any:
+    d = Deferred.fromCoroutine(coroutine)
+    assert d.called, "not finished"
+    outcome = d.result
+    d.addErrback(lambda _: None)
+    return outcome
 
 
-def stale_tag(harness: Harness, gate: Gate) -> None:
-    harness.registry.add_manifest(REPO, "latest", BODY, DOCKER_MANIFEST)
-    harness.mirror.manifests.revalidation_gate = gate
-    assert harness.get(f"/v2/{REPO}/manifests/latest").status == 200
-    harness.clock.advance(TTL + 1)
+def test_a_record_is_the_stores_json_under_the_tags_key_kept_for_a_while() -> None:
+    clock = Clock()
+    redis = FakeCommands(clock)
+    tags = SharedTags(redis, KeySpace("mp"), keep_for=3600)
+    result(tags.put("docker.io", "library/alpine", "3.20", RECORD))
+    assert redis.values[KEY] == (RECORD.to_json(), 3600)
+    assert result(tags.get("docker.io", "library/alpine", "3.20")) == RECORD
+    assert result(tags.get("docker.io", "library/alpine", "3.20", "0123456789abcdef")) is None
+    clock.advance(3600)
+    assert result(tags.get("docker.io", "library/alpine", "3.20")) is None
 
 
-def test_a_node_that_gets_the_lock_revalidates(harness):
-    gate = Gate([True])
-    stale_tag(harness, gate)
-
-    response = harness.get(f"/v2/{REPO}/manifests/latest")
-
-    assert (response.status, response.headers["x-cache"]) == (200, "REVALIDATED")
-    assert harness.registry.count("HEAD", "/manifests/") == 1
-    assert gate.asked == [(REPO, "latest", None)]
+def test_records_may_be_kept_for_ever() -> None:
+    redis = FakeCommands(Clock())
+    tags = SharedTags(redis, KeySpace("mp"), keep_for=None)
+    result(tags.put("docker.io", "library/alpine", "3.20", RECORD, variant="v"))
+    assert redis.values[KEY + ":v"] == (RECORD.to_json(), None)
 
 
-def test_a_node_another_revalidates_for_serves_the_record_without_asking_upstream(harness):
-    stale_tag(harness, Gate([False]))
-    heads = harness.registry.count("HEAD", "/manifests/")
-
-    response = harness.get(f"/v2/{REPO}/manifests/latest")
-
-    assert (response.status, response.body, response.headers["x-cache"]) == (200, BODY, "HIT")
-    assert harness.registry.count("HEAD", "/manifests/") == heads == 0
+def test_a_key_holding_something_else_is_reported_not_served() -> None:
+    redis = FakeCommands(Clock())
+    redis.values[KEY] = (b'{"digest": "nope"}', None)
+    outcome = result(SharedTags(redis, KeySpace("mp")).get("docker.io", "library/alpine", "3.20"))
+    assert isinstance(outcome.value, BadTagRecord)
+    assert str(outcome.value).startswith("not a tag record: ")
 
 
-def test_a_fresh_tag_asks_no_gate(harness):
-    gate = Gate([])
-    harness.registry.add_manifest(REPO, "latest", BODY, DOCKER_MANIFEST)
-    harness.mirror.manifests.revalidation_gate = gate
-    harness.get(f"/v2/{REPO}/manifests/latest")
-    harness.get(f"/v2/{REPO}/manifests/latest")
+def test_one_revalidation_lock_per_tag_until_released_or_expired() -> None:
+    clock = Clock()
+    redis = FakeCommands(clock)
+    tags = SharedTags(redis, KeySpace("mp"), lock_ttl=15)
+    lock = result(tags.revalidation_lock("docker.io", "library/alpine", "3.20"))
+    assert isinstance(lock, TagLock)
+    assert lock.key == "mp:docker.io:revalidating:library/alpine:3.20"
+    assert redis.values[lock.key] == (lock.token, 15)
+    assert result(tags.revalidation_lock("docker.io", "library/alpine", "3.20")) is None
+    assert result(tags.revalidation_lock("docker.io", "library/alpine", "3.21")) is not None
+    assert result(tags.release(lock)) is True
+    again = result(tags.revalidation_lock("docker.io", "library/alpine", "3.20"))
+    assert again is not None and again.token != lock.token
+    clock.advance(15)
+    late = result(tags.revalidation_lock("docker.io", "library/alpine", "3.20"))
+    assert late is not None
+    assert result(tags.release(again)) is False  # expired, and taken since
+    assert redis.values[late.key][0] == late.token
 
-    assert gate.asked == []
+
+def test_redis_away_fails_gets_and_locks_and_a_release_leaves_the_lock_to_expire() -> None:
+    redis = FakeCommands(Clock())
+    tags = SharedTags(redis, KeySpace("mp"))
+    lock = result(tags.revalidation_lock("docker.io", "library/alpine", "3.20"))
+    redis.away = "Connection refused"
+    for call in (
+        tags.get("docker.io", "library/alpine", "3.20"),
+        tags.put("docker.io", "library/alpine", "3.20", RECORD),
+        tags.revalidation_lock("docker.io", "library/alpine", "3.20"),
+    ):
+        outcome = result(call)
+        assert isinstance(outcome.value, RedisUnavailable)
+        assert "Connection refused" in str(outcome.value)
+    assert result(tags.release(lock)) is False
 
 
-@define
-class FakeTags:
-    lock: Any
-
-    async def revalidation_lock(self, registry: str, repository: str, tag: str, variant: str | None) -> Any:
-        if isinstance(self.lock, Exception):
-            raise self.lock
-        return self.lock
-
-
-@pytest.mark.parametrize(
-    "tags, first",
-    [
-        (None, True),
-        (FakeTags(TagLock("k", b"t")), True),
-        (FakeTags(None), False),
-        (FakeTags(RedisUnavailable("refused")), True),
-    ],
-    ids=["no redis", "lock got", "lock held elsewhere", "redis away"],
-)
-def test_the_tiered_store_says_who_revalidates(tags, first):
-    store = TieredStore(local=None, bucket=None, tags=tags)  # type: ignore[arg-type]
-
-    assert run(store.first_to_revalidate("docker.io", REPO, "latest", None)) is first
+@pytest.mark.parametrize("variant", [None, "0123456789abcdef"])
+def test_get_and_put_meet_at_one_key(variant: str | None) -> None:
+    redis = FakeCommands(Clock())
+    tags = SharedTags(redis, KeySpace("mp"))
+    result(tags.put("docker.io", "library/alpine", "3.20", RECORD, variant))
+    result(tags.get("docker.io", "library/alpine", "3.20", variant))
+    assert [key for _, key in redis.calls] == [redis.calls[0][1]] * 2
