@@ -15,19 +15,21 @@ from pathlib import Path
 import pytest
 
 from .harness.cluster import Cluster
-from .harness.processes import free_port
+from .harness.containerd import Containerd
 from .harness.dockerd import Dockerd
 from .harness.fetching import Received, fetch
 from .harness.mirror import Mirror, MirrorFactory
-from .harness.oci import HOST
 from .harness.nodelog import accesses, said, wait_until_redis_answered
+from .harness.oci import HOST
+from .harness.processes import free_port
 from .harness.progress import Download
 from .harness.publish import ACCEPT_MANIFESTS, Publisher
 from .harness.redisserver import RedisServer
-from .harness.requestlog import RequestLog
 from .harness.registry import LogMark, UpstreamRegistry
+from .harness.requestlog import RequestLog
 from .harness.s3service import S3Service
 from .harness.slowlink import SlowLink
+from .harness.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -322,5 +324,36 @@ def test_dockerd_follows_presigned_redirects_to_the_bucket_for_every_blob(
         assert sorted(path.rpartition("/")[2] for path in presigned) == sorted(
             blob.digest.removeprefix("sha256:") for blob in image.blobs()
         )
+    for blob in image.blobs():
+        assert upstream.blob_fetches(image.name, blob.digest) == 1, blob
+
+
+def test_containerd_follows_presigned_redirects_to_the_bucket(
+    cluster: Cluster,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    containerd: Containerd,
+    tmp_path: Path,
+    unique: Callable[[str], str],
+) -> None:
+    image = publisher.image(f"org/{unique('ctr-redirected')}", "v1", {HOST: (2 * MiB, 1 * MiB)})
+    blob_paths = {f"/v2/{image.name}/blobs/{blob.digest}" for blob in image.blobs()}
+    reference = f"{upstream.host}/{image.name}:{image.tag}"
+    node = cluster.start_node(extra='blob-redirect = "presigned"')
+    containerd.pull(reference, containerd.write_hosts(upstream.host, node.url))
+    cluster.wait_for_blobs([blob.digest for blob in image.blobs()])
+
+    # A second containerd, its content store empty, through the same node.
+    second = Containerd.start(require_tool("containerd", "containerd"), containerd.ctr, tmp_path / "containerd-2")
+    try:
+        since = len(accesses(node))
+        second.pull(reference, second.write_hosts(upstream.host, node.url))
+
+        assert second.image_digest(reference) == image.digest
+    finally:
+        second.stop()
+    # Each blob a 307 to the bucket (ctr's requests carry ?ns=).
+    answers = [(a.path.partition("?")[0], a.status, a.cache) for a in accesses(node, since)]
+    assert sorted(a for a in answers if a[0] in blob_paths) == sorted((path, 307, "REDIRECT") for path in blob_paths)
     for blob in image.blobs():
         assert upstream.blob_fetches(image.name, blob.digest) == 1, blob
