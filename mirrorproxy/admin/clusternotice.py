@@ -1,7 +1,7 @@
 """Telling a cluster's running nodes what the admin command removed from
 their bucket: `cluster.events` on the cluster's Redis channel (a purge per
-repository or tag purged; a changed cache stamp after any removal), when
-the config file names a Redis.
+repository or tag purged, its tag records in Redis removed first; a changed
+cache stamp after any removal), when the config file names a Redis.
 
 A hint, as every cluster event is: a node that misses it is no worse off
 than before clustering.  Sent with one blocking redis-py call each (the
@@ -18,7 +18,7 @@ import redis
 from attrs import frozen
 
 from ..cluster.address import RedisAddress
-from ..cluster.events import ClusterEvent, encode_event
+from ..cluster.events import ClusterEvent, Purge, encode_event
 from ..cluster.keys import KeySpace
 from ..cluster.redisclient import RedisTimeouts, make_redis
 from ..server.clustersettings import ClusterSettings
@@ -50,6 +50,12 @@ def tell_nodes(cluster: ClusterSettings, events: Sequence[ClusterEvent]) -> Told
     listeners = 0
     try:
         for event in events:
+            if isinstance(event, Purge):
+                # The cluster's own tag records go first: a node reads them
+                # before its disk, and would serve the purged tag from them.
+                for pattern in keys.tag_record_patterns(event.registry, event.repository, event.tag):
+                    for key in client.scan_iter(match=pattern, count=1000):
+                        client.delete(key)
             listeners = max(listeners, int(client.publish(keys.events_channel(), encode_event(sender, event))))
     except redis.RedisError as e:
         raise NodesNotTold(f"cannot tell the nodes through {cluster.redis.display()}: {e}") from None

@@ -49,6 +49,14 @@ class KeySpace:
             f"{self._tag(repository, tag, variant)}"
         )
 
+    def tag_record_patterns(self, registry: str, repository: str, tag: str | None) -> list[str]:
+        """SCAN patterns of a repository's tag records (or one tag's and its
+        variants'), for a purge.  Names hold no glob characters (quoted)."""
+        base = f"{_part(self.prefix)}:{_part(registry)}:tag:{_part(repository)}:"
+        if tag is None:
+            return [base + "*"]
+        return [base + _part(tag), base + _part(tag) + ":*"]
+
     def events_channel(self) -> str:
         """One channel for the whole cluster, whatever the registry."""
         return f"{_part(self.prefix)}:events"

@@ -29,6 +29,7 @@ from mirrorproxy.storage.s3.location import S3Endpoint, S3Location
 from ..unit.fakebucket import BucketBuilder
 from .harness.cluster import Cluster
 from .harness.mirror import MirrorFactory
+from .harness.nodelog import said, wait_until_redis_answered
 from .harness.oci import HOST
 from .harness.processes import child_env
 from .harness.publish import Publisher
@@ -282,3 +283,35 @@ def test_a_bucket_nodes_filled_is_counted_verified_and_kept_whole_by_gc(
     # Whatever the nodes' tags reach, gc leaves: here, all of it.
     assert collected.returncode == 0, collected.stderr
     assert keys(bucket) == before
+
+
+def test_a_purge_on_the_bucket_makes_a_running_node_ask_upstream_for_the_tag_again(
+    tmp_path: Path,
+    seaweedfs: S3Service,
+    redis_server: RedisServer,
+    start_mirror: MirrorFactory,
+    publisher: Publisher,
+    upstream: UpstreamRegistry,
+    unique: Callable[[str], str],
+) -> None:
+    cluster = Cluster.empty(seaweedfs, redis_server, tmp_path, start_mirror)
+    node = cluster.start_node(extra=f'upstream = "{upstream.url}"')
+    wait_until_redis_answered(node, 1)
+    image = publisher.image(f"org/{unique('purged')}", "1", {HOST: (200_000,)})
+    pulled = admin("prefetch", image.reference, "--mirror", node.url)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    config = str(cluster.directory / f"node-{node.port}.toml")
+
+    purged = admin("purge", "--config", config, image.reference)
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    deadline = time.monotonic() + 10.0
+    while not said(node, "acted on") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    mark = upstream.mark()
+    again = admin("prefetch", image.reference, "--mirror", node.url)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    # The tag was asked of upstream again: its record is gone from the
+    # node's disk, from the bucket and from Redis.
+    asked = [r.path for r in upstream.requests(mark) if r.method in ("GET", "HEAD")]
+    assert f"/v2/{image.name}/manifests/1" in asked, asked

@@ -4,6 +4,7 @@ registry, readable, and never the same for two different things."""
 from __future__ import annotations
 
 import itertools
+from fnmatch import fnmatchcase
 
 from mirrorproxy.cluster.keys import KeySpace
 from mirrorproxy.registry.names import Digest
@@ -47,3 +48,25 @@ def test_tags_variants_and_locks_of_different_tags_never_share_a_key() -> None:
         names.add(keys.tag_record("reg", repository, tag, variant))
         names.add(keys.tag_revalidation("reg", repository, tag, variant))
     assert len(names) == 2 * len(combos)
+
+
+def test_a_purges_patterns_match_the_tag_records_it_removes_and_no_others():
+    keys = KeySpace("mirrorproxy/bucket/cache/")
+    records = {
+        (repository, tag, variant): keys.tag_record("docker.io", repository, tag, variant)
+        for repository in ("library/alpine", "library/alpine/sub", "library/alpine2")
+        for tag in ("1", "10")
+        for variant in (None, "application/vnd.oci.image.manifest.v1+json")
+    }
+
+    def matched(patterns: list[str]) -> set[tuple[str, str, str | None]]:
+        return {which for which, key in records.items() if any(fnmatchcase(key, p) for p in patterns)}
+
+    assert matched(keys.tag_record_patterns("docker.io", "library/alpine", None)) == {
+        which for which in records if which[0] == "library/alpine"
+    }
+    assert matched(keys.tag_record_patterns("docker.io", "library/alpine", "1")) == {
+        ("library/alpine", "1", None),
+        ("library/alpine", "1", "application/vnd.oci.image.manifest.v1+json"),
+    }
+    assert matched(keys.tag_record_patterns("ghcr.io", "library/alpine", None)) == set()
