@@ -8,6 +8,7 @@ to the command where it would open the one the config names.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -325,12 +326,22 @@ def test_purge_with_gc_removes_what_only_those_tags_reached(bucket: BucketBuilde
 
 @define
 class FakeRedis:
-    """redis-py's publish, as Redis answers it: how many subscribers got it."""
+    """redis-py's publish, as Redis answers it (how many subscribers got
+    it), and the keys a purge scans and deletes."""
 
     listeners: int = 2
     down: bool = False
     published: list[tuple[str, dict[str, object]]] = field(factory=list)
     closed: bool = False
+    keys: set[str] = field(factory=set)
+
+    def scan_iter(self, match: str, count: int) -> list[str]:
+        if self.down:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+        return sorted(k for k in self.keys if fnmatch.fnmatchcase(k, match))
+
+    def delete(self, key: str) -> None:
+        self.keys.discard(key)
 
     def publish(self, channel: str, message: bytes) -> int:
         if self.down:
@@ -361,10 +372,14 @@ CHANNEL = "mirrorproxy/mirror/cache/:events"
 
 def test_a_purge_tells_the_nodes_through_redis(bucket: BucketBuilder, redis_config: str, fake_redis: FakeRedis) -> None:
     bucket.image("library/alpine", "3", os.urandom(10))
+    records = CHANNEL.removesuffix(":events") + ":docker.io:tag:library/alpine:"
+    fake_redis.keys = {records + "3", records + "3:application%2Fjson", records + "30", records + "4"}
 
     result = invoke("purge", "--config", redis_config, "alpine:3")
 
     assert result.exit_code == 0, result.output
+    # The tag's records in Redis went (its variants too), no other's.
+    assert fake_redis.keys == {records + "30", records + "4"}
     assert result.stdout.splitlines()[-1] == "told the cluster through redis://127.0.0.1:6399/0 (2 nodes listening)"
     sender = fake_redis.published[0][1]["node"]
     assert fake_redis.published == [
