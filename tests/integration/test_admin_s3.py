@@ -28,13 +28,13 @@ from mirrorproxy.storage.s3.location import S3Endpoint, S3Location
 
 from ..unit.fakebucket import BucketBuilder
 from .harness.cluster import Cluster
-from .harness.mirror import MirrorFactory
+from .harness.mirror import Mirror, MirrorFactory
 from .harness.nodelog import said, wait_until_redis_answered
-from .harness.oci import HOST
+from .harness.oci import HOST, Image
 from .harness.processes import child_env
 from .harness.publish import Publisher
-from .harness.registry import UpstreamRegistry
 from .harness.redisserver import RedisServer
+from .harness.registry import UpstreamRegistry
 from .harness.s3service import S3Service
 
 pytestmark = pytest.mark.integration
@@ -243,21 +243,34 @@ def test_a_purge_tells_the_nodes_listening_on_redis(
     listener.close()
 
 
-def test_a_bucket_nodes_filled_is_counted_verified_and_kept_whole_by_gc(
+@pytest.fixture
+def cluster(
     tmp_path: Path,
     seaweedfs: S3Service,
     redis_server: RedisServer,
     start_mirror: MirrorFactory,
-    publisher: Publisher,
     upstream: UpstreamRegistry,
-    unique: Callable[[str], str],
-) -> None:
+) -> Cluster:
+    """A cluster of one running node, whose config file the admin command reads."""
     cluster = Cluster.empty(seaweedfs, redis_server, tmp_path, start_mirror)
     # The operator's config names the upstream, so the admin command knows its registries.
-    node = cluster.start_node(extra=f'upstream = "{upstream.url}"')
-    image = publisher.image(f"org/{unique('node')}", "1", {HOST: (1 * MiB, 300_000)})
+    cluster.start_node(extra=f'upstream = "{upstream.url}"')
+    return cluster
+
+
+def prefetched(publisher: Publisher, node: Mirror, name: str, sizes: tuple[int, ...]) -> Image:
+    """A new image, pulled through the node (`mirrorproxy prefetch`)."""
+    image = publisher.image(name, "1", {HOST: sizes})
     pulled = admin("prefetch", image.reference, "--mirror", node.url)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    return image
+
+
+def test_a_bucket_nodes_filled_is_counted_verified_and_kept_whole_by_gc(
+    cluster: Cluster, seaweedfs: S3Service, publisher: Publisher, unique: Callable[[str], str]
+) -> None:
+    [node] = cluster.nodes
+    image = prefetched(publisher, node, f"org/{unique('node')}", (1 * MiB, 300_000))
     bucket = real_bucket(seaweedfs, cluster.bucket)
     blobs = image.blobs()
     expected = {Digest.parse(b.digest).hex for b in blobs}
@@ -286,20 +299,11 @@ def test_a_bucket_nodes_filled_is_counted_verified_and_kept_whole_by_gc(
 
 
 def test_a_purge_on_the_bucket_makes_a_running_node_ask_upstream_for_the_tag_again(
-    tmp_path: Path,
-    seaweedfs: S3Service,
-    redis_server: RedisServer,
-    start_mirror: MirrorFactory,
-    publisher: Publisher,
-    upstream: UpstreamRegistry,
-    unique: Callable[[str], str],
+    cluster: Cluster, publisher: Publisher, upstream: UpstreamRegistry, unique: Callable[[str], str]
 ) -> None:
-    cluster = Cluster.empty(seaweedfs, redis_server, tmp_path, start_mirror)
-    node = cluster.start_node(extra=f'upstream = "{upstream.url}"')
+    [node] = cluster.nodes
     wait_until_redis_answered(node, 1)
-    image = publisher.image(f"org/{unique('purged')}", "1", {HOST: (200_000,)})
-    pulled = admin("prefetch", image.reference, "--mirror", node.url)
-    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    image = prefetched(publisher, node, f"org/{unique('purged')}", (200_000,))
     config = str(cluster.directory / f"node-{node.port}.toml")
 
     purged = admin("purge", "--config", config, image.reference)
