@@ -180,15 +180,9 @@ class Layout:
             repository = os.path.relpath(os.path.dirname(directory), top).replace(os.sep, "/")
             for name in sorted(files):
                 path = os.path.join(directory, name)
-                tag, _, variant = name.partition(_VARIANT)
-                try:
-                    parse_name(repository)
-                    parse_tag(tag)
-                except (NameInvalid, TagInvalid):
-                    continue
-                if self.tag_path(registry, repository, tag, variant or None) != path:
-                    continue
-                yield TagFile(repository, tag, variant or None, path)
+                found = tag_named(repository, name)
+                if found is not None and self.tag_path(registry, repository, *found) == path:
+                    yield TagFile(repository, *found, path)
 
     def measure(self) -> tuple[int, int]:
         """Bytes and count of the blobs and manifests of every registry."""
@@ -213,6 +207,19 @@ def usage(directory: str) -> tuple[int, int]:
                 continue
             files += 1
     return files, total
+
+
+def tag_named(repository: str, name: str) -> tuple[str, str | None] | None:
+    """The tag and variant a tag record named `name` of `repository` is
+    for; None if the names are not a repository's and a tag's (wherever
+    records are kept: a directory, a bucket)."""
+    tag, _, variant = name.partition(_VARIANT)
+    try:
+        parse_name(repository)
+        parse_tag(tag)
+    except (NameInvalid, TagInvalid):
+        return None
+    return tag, variant or None
 
 
 def _digest_named(name: str) -> Digest | None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ...registry.names import Digest, NameInvalid, TagInvalid, parse_name, parse_tag
-from ..layout import BLOB, MANIFEST, ContentFile, TagFile
+from ...registry.names import Digest
+from ..layout import BLOB, MANIFEST, ContentFile, TagFile, tag_named
 from .bucket import Bucket
 from .keys import BLOBS, MANIFESTS, USED
 
 _KEY_KINDS = {BLOB: BLOBS, MANIFEST: MANIFESTS}
-# Where the keys put a registry's tag records, and what joins a tag and its variant.
-_REPOSITORIES, _TAGS, _VARIANT = "repositories/", "/_tags/", "@"
+# Where the keys put a registry's tag records.
+_REPOSITORIES, _TAGS = "repositories/", "/_tags/"
 
 
 def content(bucket: Bucket, registry: str, kind: str) -> Iterator[ContentFile]:
@@ -50,12 +50,6 @@ def tags(bucket: Bucket, registry: str) -> Iterator[TagFile]:
         repository, found, name = listed.key[len(top) :].rpartition(_TAGS)
         if not found:
             continue
-        tag, _, variant = name.partition(_VARIANT)
-        try:
-            parse_name(repository)
-            parse_tag(tag)
-        except (NameInvalid, TagInvalid):
-            continue
-        if bucket.keys.tag(registry, repository, tag, variant or None) != listed.key:
-            continue
-        yield TagFile(repository, tag, variant or None, listed.key)
+        named = tag_named(repository, name)
+        if named is not None and bucket.keys.tag(registry, repository, *named) == listed.key:
+            yield TagFile(repository, *named, listed.key)

@@ -8,7 +8,8 @@ import uuid
 from ...registry.names import Digest
 from ..values import StoredBlob
 from .bucket import Bucket, Listed
-from .keys import BLOBS, MANIFESTS, USED
+from .keys import BLOBS, MANIFESTS
+from .listing import last_uses
 
 
 def probe(bucket: Bucket) -> None:
@@ -69,12 +70,7 @@ def set_last_use(bucket: Bucket, registry: str, digest: Digest, when: float) -> 
 def stored_blobs(bucket: Bucket) -> list[StoredBlob]:
     found = []
     for registry in bucket.registries():
-        used: dict[Digest, float] = {}
-        for listed in bucket.listing(bucket.keys.kind(registry, USED)):
-            marked = bucket.keys.marker_at(listed.key, registry)
-            if marked is not None:
-                marked_blob, when = marked
-                used[marked_blob] = max(when, used.get(marked_blob, when))
+        used = last_uses(bucket, registry)
         for listed in bucket.listing(bucket.keys.kind(registry, BLOBS)):
             blob = bucket.keys.content_at(listed.key, registry, BLOBS)
             if blob is not None:
