@@ -31,6 +31,8 @@ class Shared:
     store: TieredStore
     node: ClusterNode
     coordination: Coordination | None
+    # The bucket's and the peers' connections, closed when the service stops.
+    connections: HTTPConnectionPool
 
 
 def build_shared(cluster: ClusterSettings, cache_dir: str, reactor: Any, run: Runner) -> Shared:
@@ -57,7 +59,7 @@ def build_shared(cluster: ClusterSettings, cache_dir: str, reactor: Any, run: Ru
         endpoint=cluster.endpoint.url or "AWS",
         redis=f", coordinated through {cluster.redis.display()} as {node_id}" if cluster.redis else "",
     )
-    return Shared(store, node, coordination)
+    return Shared(store, node, coordination, connections)
 
 
 @define(eq=False)

@@ -194,6 +194,7 @@ def make_mirror_service(settings: Settings, reactor: Any) -> IService:
     shared = None
     if settings.cluster.shared:
         shared = build_shared(settings.cluster, settings.cache_dir, reactor, run)
+        top.add_backend(_ConnectionPoolService(shared.connections))
         if shared.coordination is not None:
             top.add_backend(CoordinationService(shared.coordination))
     caches = build_caches(settings, clients, reactor, run, shared)

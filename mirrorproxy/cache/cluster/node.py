@@ -21,7 +21,7 @@ from twisted.web.iweb import IResponse
 from ...cluster.claims import ClaimHolder, ClaimOutcome, LocalOnly
 from ...cluster.coordination import Coordination
 from ...registry.names import Digest
-from ...storage import ICacheStore
+from ...storage import ICacheStore, IDescriptorBlob
 from ...storage.s3.store import S3Store
 from ...upstream.client import UpstreamClient
 from .origin import ClusterOrigin
@@ -132,8 +132,9 @@ class ClusterNode:
         if opened is None:
             return
         try:
-            fd = getattr(opened, "fd")
-            added = await self.bucket.upload_blob(fd, registry, digest)
+            # The local tier is a filesystem store: its blobs are files.
+            assert IDescriptorBlob.providedBy(opened)
+            added = await self.bucket.upload_blob(opened.fd, registry, digest)
         except Exception as e:
             self.uploads["failed"] += 1
             log.warn("bucket: cannot upload {digest}: {error}", digest=str(digest), error=str(e))
